@@ -1,0 +1,24 @@
+# Two commands for a newcomer: `make lab` and `make test`. Each sets up what is missing first.
+VENV := .venv
+PY := $(VENV)/bin/python
+LAB_PORT ?= 8888
+
+.PHONY: setup server stop status lab test
+
+setup:             ## system packages and .venv, where missing
+	@bash bin/setup
+
+server: setup      ## start the local MariaDB server (or check your own, when DB_HOST is set)
+	@$(PY) -m localdb start
+
+stop:              ## stop the local MariaDB server
+	@$(PY) -m localdb stop
+
+status:
+	@$(PY) -m localdb status
+
+lab: server        ## open the course in JupyterLab
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
+
+test: server       ## every unit test and every notebook, strictly checked
+	$(VENV)/bin/pytest

@@ -1,0 +1,64 @@
+"""Connection settings for the course, as in the seed tutorial's ``config.py``.
+
+Each setting is read from an environment variable of the same name. The
+defaults match the local MariaDB server that ``make lab`` and ``make test``
+start (see ``localdb.py``); its password is a documented, local-only default,
+not a secret.
+
+To use a MySQL or MariaDB server of your own, set ``DB_HOST`` (and whichever
+others differ) before starting JupyterLab. Then the local server is left alone,
+and the demos that would restart a server say that they are skipped.
+"""
+import os
+
+from peewee import MySQLDatabase
+
+#: The local server's password: documented in the README, reachable only on 127.0.0.1.
+LOCAL_PASSWORD = "simplerr-local"
+LOCAL_PORT = 13306
+
+
+def _text(name, default):
+    """The environment variable ``name``, or ``default``; an empty value is an error."""
+    value = os.environ.get(name, default)
+    if not value.strip():
+        raise ValueError(f"{name} is set but empty: unset it to use the default {default!r}, or give it a value")
+    return value
+
+
+def _port(name, default):
+    """The environment variable ``name`` as a TCP port number."""
+    value = _text(name, str(default))
+    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"{name} must be a port number from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+DB_SCHM = _text("DB_SCHM", "simplerr_schema")
+DB_USER = _text("DB_USER", "simplerr")
+DB_PASS = _text("DB_PASS", LOCAL_PASSWORD)
+DB_HOST = _text("DB_HOST", "127.0.0.1")
+DB_PORT = _port("DB_PORT", LOCAL_PORT)
+
+#: True unless DB_HOST names a server of the user's own: only then may the course start,
+#: stop or restart the server.
+LOCAL_SERVER = "DB_HOST" not in os.environ
+
+DATABASE = MySQLDatabase(DB_SCHM, user=DB_USER, password=DB_PASS, host=DB_HOST, port=DB_PORT)
+
+
+def connect_kwargs():
+    """Keyword arguments for ``MySQLdb.connect`` with the same settings as ``DATABASE``."""
+    return dict(host=DB_HOST, port=DB_PORT, user=DB_USER, password=DB_PASS, database=DB_SCHM)
+
+
+def sql_url():
+    """A SQLAlchemy URL for ``%sql``; the password is kept out of the URL's text form."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("mysql+mysqldb", DB_USER, DB_PASS, DB_HOST, DB_PORT, DB_SCHM)
+
+
+def describe():
+    """The settings as one line, without the password."""
+    return f"{DB_USER}@{DB_HOST}:{DB_PORT}/{DB_SCHM}" + (" (the course's local server)" if LOCAL_SERVER else " (your own server)")
