@@ -2,6 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB_PORT ?= 8888
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # JupyterLab refuses root without it
 
 .PHONY: setup server stop status lab test
 
@@ -18,7 +19,7 @@ status:
 	@$(PY) -m localdb status
 
 lab: server        ## open the course in JupyterLab
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
 
 test: server       ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest

@@ -53,10 +53,11 @@ def connect_kwargs():
 
 
 def sql_url():
-    """A SQLAlchemy URL for ``%sql``; the password is kept out of the URL's text form."""
+    """A SQLAlchemy URL for ``%sql`` (it holds the password: pass it, never print it)."""
     from sqlalchemy.engine import URL
 
-    return URL.create("mysql+mysqldb", DB_USER, DB_PASS, DB_HOST, DB_PORT, DB_SCHM)
+    url = URL.create("mysql+mysqldb", DB_USER, DB_PASS, DB_HOST, DB_PORT, DB_SCHM)
+    return url.render_as_string(hide_password=False)
 
 
 def describe():

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tests run against the real local server that `make test` started."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import MySQLdb
+import pytest
+
+import config
+import localdb
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def connect():
+    """Open MySQLdb connections with the course's settings; all are closed afterwards."""
+    opened = []
+
+    def _connect(**overrides):
+        connection = MySQLdb.connect(**{**config.connect_kwargs(), **overrides})
+        opened.append(connection)
+        return connection
+
+    yield _connect
+    for connection in opened:
+        try:
+            connection.close()
+        except MySQLdb.Error:
+            pass
+
+
+@pytest.fixture
+def server_up():
+    """The local server is running before and after the test, whatever the test did to it."""
+    if not config.LOCAL_SERVER:
+        pytest.skip("DB_HOST points at your own server: the course does not stop or restart it")
+    localdb.start()
+    yield
+    localdb.start()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh Python with the given environment variables; return the result."""
+    environment = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=ROOT)

@@ -1,0 +1,65 @@
+"""config.py: settings from the environment, with clear errors for bad ones."""
+import pytest
+
+import config
+import localdb
+from conftest import free_port, run_python
+
+SHOW = "import config; print(config.DB_SCHM, config.DB_USER, config.DB_HOST, config.DB_PORT, config.LOCAL_SERVER)"
+
+
+def test_defaults_match_the_local_server():
+    result = run_python(
+        "import os\n"
+        "for n in ('DB_SCHM', 'DB_USER', 'DB_PASS', 'DB_HOST', 'DB_PORT'): os.environ.pop(n, None)\n" + SHOW
+    )
+    assert result.stdout.split() == ["simplerr_schema", "simplerr", "127.0.0.1", "13306", "True"]
+
+
+def test_each_setting_comes_from_the_environment():
+    result = run_python(SHOW, DB_SCHM="s", DB_USER="u", DB_HOST="db.example", DB_PORT="3306")
+    assert result.stdout.split() == ["s", "u", "db.example", "3306", "False"]
+
+
+def test_database_uses_the_settings():
+    assert config.DATABASE.database == config.DB_SCHM
+    assert config.DATABASE.connect_params["port"] == config.DB_PORT
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000", "-1", "13306x"])
+def test_a_malformed_port_is_named(value):
+    result = run_python("import config", DB_PORT=value)
+    assert result.returncode != 0
+    assert f"DB_PORT must be a port number from 1 to 65535, not {value!r}" in result.stderr
+
+
+def test_an_empty_setting_is_named():
+    result = run_python("import config", DB_USER="  ")
+    assert "DB_USER is set but empty" in result.stderr
+
+
+def test_the_shell_command_reports_a_malformed_setting_without_a_traceback():
+    result = run_python("import runpy; runpy.run_module('localdb', run_name='__main__')", DB_PORT="abc")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: DB_PORT must be a port number from 1 to 65535, not 'abc'"
+
+
+def test_describe_leaves_the_password_out():
+    assert config.DB_PASS not in config.describe()
+
+
+def test_a_wrong_password_is_named_with_the_hint():
+    result = run_python("import localdb; localdb.check_connection()", DB_PASS="not-the-password")
+    assert "refused 'simplerr' with this password (1045)" in result.stderr
+    assert "make stop" in result.stderr
+    assert "not-the-password" not in result.stderr
+
+
+def test_no_server_names_the_start_command():
+    result = run_python("import localdb; localdb.check_connection()", DB_PORT=str(free_port()))
+    assert "no MySQL server answers at 127.0.0.1:" in result.stderr
+    assert "make server" in result.stderr
+
+
+def test_check_connection_succeeds_on_the_running_server():
+    assert localdb.check_connection().startswith("connected: simplerr@127.0.0.1")

@@ -1,0 +1,85 @@
+"""localdb.py: the local server's lifecycle, for real."""
+import os
+import socket
+import subprocess
+import sys
+
+import MySQLdb
+import pytest
+
+import config
+import localdb
+from conftest import ROOT, free_port, run_python
+
+pytestmark = pytest.mark.usefixtures("server_up")
+
+
+def test_start_is_idempotent():
+    assert localdb.start() == "already running"
+    assert localdb.is_running()
+
+
+def test_stop_then_start_and_stop_is_idempotent(connect):
+    assert localdb.stop() == "stopped"
+    assert localdb.stop() == "not running"
+    assert localdb.status() == "not running (start it with `make server`)"
+    with pytest.raises(MySQLdb.OperationalError) as error:
+        connect()
+    assert error.value.args[0] == 2002
+    assert localdb.start() == f"started on 127.0.0.1:{config.DB_PORT}"
+    connect().ping()
+
+
+def test_restart_cuts_open_connections(connect):
+    connection = connect()
+    localdb.restart()
+    with pytest.raises(MySQLdb.OperationalError) as error:
+        connection.cursor().execute("SELECT 1")
+    assert error.value.args[0] in (2006, 2013)
+    connect().ping()
+
+
+def test_status_names_port_and_pid():
+    assert localdb.status().startswith(f"running on 127.0.0.1:{config.DB_PORT} (pid ")
+
+
+def test_a_taken_port_is_named_and_leaves_nothing_broken():
+    localdb.stop()
+    port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = subprocess.run([sys.executable, "-m", "localdb", "start"], capture_output=True, text=True,
+                                cwd=ROOT, env={**os.environ, "DB_PORT": str(port)})
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already taken by another program" in result.stderr
+    assert localdb.status().startswith("not running")
+    assert localdb.start().startswith("started")
+
+
+def test_a_failed_initialisation_leaves_no_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(localdb, "HOME", tmp_path)
+    monkeypatch.setattr(localdb, "DATA", tmp_path / "data")
+    monkeypatch.setattr(localdb, "_program", lambda *names: "false")
+    with pytest.raises(localdb.ServerError, match="mariadb-install-db failed"):
+        localdb._initialise()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_server_binary_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(localdb.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(localdb.ServerError, match="mariadbd or mysqld is not installed: run `make setup`"):
+        localdb._program("mariadbd", "mysqld")
+
+
+def test_an_own_server_is_never_started_or_stopped():
+    result = run_python("import localdb; localdb.stop()", DB_HOST="127.0.0.1")
+    assert "DB_HOST is set, so the course uses your own server" in result.stderr
+    assert localdb.is_running()
+
+
+def test_root_has_no_tcp_login():
+    with pytest.raises(MySQLdb.OperationalError) as error:
+        MySQLdb.connect(host="127.0.0.1", port=config.DB_PORT, user="root")
+    assert error.value.args[0] == 1045
