@@ -1,0 +1,179 @@
+"""Every strategy against every fault, on the real server: what each chapter claims, asserted."""
+import time
+
+import pytest
+
+import strategies as S
+
+READ = S.select_one
+
+
+def outcomes(strategy, fault, requests=3, work=READ):
+    """One good request, then ``fault(strategy)``, then ``requests`` more: each ``ok`` or an error code."""
+    assert S.attempt(strategy, work)[0] == "ok"
+    fault(strategy)
+    return [code_of(S.attempt(strategy, work)) for _ in range(requests)]
+
+
+def code_of(result):
+    kind, value = result
+    return "ok" if kind == "ok" else int(value.split("(", 2)[1].split(",")[0])
+
+
+def kill_between(strategy):
+    if not strategy.db.is_closed():  # per-request holds no connection between requests
+        S.kill(S.connection_id(strategy.db))
+
+
+def expire(strategy):
+    with strategy.request() as db:
+        S.expire_after(db, 1)
+    time.sleep(2)
+
+
+def restart(strategy):
+    message = S.restart_server()
+    if message.startswith("skipped"):
+        pytest.skip(message)
+
+
+@pytest.fixture
+def make(server_up):
+    made = []
+
+    def _make(name, **kwargs):
+        strategy = S.STRATEGIES[name](**kwargs)
+        made.append(strategy)
+        return strategy
+
+    yield _make
+    for strategy in made:
+        strategy.close()
+
+
+BETWEEN = {"kill": kill_between, "expire": expire, "restart": restart}
+EXPECTED = {  # after each fault between requests: the next three requests
+    "naive": {"kill": [2013, 2006, 2006], "expire": [2006, 2006, 2006], "restart": [2013, 2006, 2006]},
+    "idle_ping": {"kill": [2013, "ok", "ok"], "expire": ["ok"] * 3, "restart": [2013, "ok", "ok"]},
+}
+
+
+@pytest.mark.parametrize("fault", BETWEEN)
+@pytest.mark.parametrize("name", S.STRATEGIES)
+def test_faults_between_requests(make, name, fault):
+    expected = EXPECTED.get(name, {}).get(fault, ["ok"] * 3)
+    assert outcomes(make(name), BETWEEN[fault]) == expected
+
+
+def slow_query_killed(db):
+    with S.kill_during(S.connection_id(db)):
+        return db.execute_sql("SELECT SLEEP(2)").fetchone()[0]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("naive", [2013, 2006]), ("per_request", [2013, "ok"]), ("ping", [2013, "ok"]), ("idle_ping", [2013, "ok"]),
+    ("peewee_reconnect", ["ok", "ok"]), ("safe_reconnect", ["ok", "ok"]),  # a read is retried
+])
+def test_a_kill_in_the_middle_of_a_query(make, name, expected):
+    strategy = make(name)
+    assert [code_of(S.attempt(strategy, slow_query_killed)), code_of(S.attempt(strategy, READ))] == expected
+
+
+@pytest.fixture
+def events(server_up):
+    db = S.database()
+    db.execute_sql("CREATE TABLE IF NOT EXISTS test_event (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
+    db.execute_sql("TRUNCATE TABLE test_event")
+    yield lambda request_id: db.execute_sql(
+        "SELECT COUNT(*) FROM test_event WHERE request_id = %s", (request_id,)).fetchone()[0]
+    db.execute_sql("DROP TABLE test_event")
+    db.close()
+
+
+def insert_with_cut(link, request_id):
+    def work(db):
+        link.cut_next_reply()
+        db.execute_sql("INSERT INTO test_event (request_id) VALUES (%s)", (request_id,))
+    return work
+
+
+@pytest.mark.parametrize("name,result,rows", [
+    ("naive", "OperationalError", 1), ("per_request", "OperationalError", 1), ("ping", "OperationalError", 1),
+    ("peewee_reconnect", "ok", 2),  # retried after the server had done it: one write, two rows
+    ("safe_reconnect", "OutcomeUnknown", 1),  # told the caller instead
+])
+def test_a_reply_lost_after_a_write(make, events, name, result, rows):
+    with S.LinkCutter() as link:
+        strategy = make(name, db=S.database(S.STRATEGIES[name].database_class, port=link.port))
+        assert S.attempt(strategy, READ)[0] == "ok"  # connected before the link is armed
+        kind, value = S.attempt(strategy, insert_with_cut(link, 7))
+        assert link.cuts == 1
+    assert (kind if kind == "ok" else value.split("(")[0]) == result
+    assert events(7) == rows
+
+
+def test_safe_reconnect_retries_a_write_declared_idempotent(make, server_up):
+    db = S.database()
+    db.execute_sql("CREATE TABLE IF NOT EXISTS test_keyed (request_id INT PRIMARY KEY)")
+    try:
+        with S.LinkCutter() as link:
+            strategy = make("safe_reconnect", db=S.database(S.SafeReconnectMySQLDatabase, port=link.port))
+            S.attempt(strategy, READ)
+
+            def keyed_insert(db):
+                link.cut_next_reply()
+                with db.idempotent_writes():
+                    return db.execute_sql("INSERT IGNORE INTO test_keyed (request_id) VALUES (7)").rowcount
+
+            assert S.attempt(strategy, keyed_insert) == ("ok", 0)  # the retry found the row there
+        assert db.execute_sql("SELECT COUNT(*) FROM test_keyed").fetchone()[0] == 1
+    finally:
+        db.execute_sql("DROP TABLE test_keyed")
+        db.close()
+
+
+def test_safe_reconnect_retries_a_write_that_was_never_sent(make, events):
+    strategy = make("safe_reconnect")
+    with strategy.request() as db:
+        S.expire_after(db, 1)
+    time.sleep(2)  # the server hangs up before the write: the client sees 2006 and nothing ran
+    assert S.attempt(strategy, lambda db: db.execute_sql("INSERT INTO test_event (request_id) VALUES (8)"))[0] == "ok"
+    assert events(8) == 1
+
+
+@pytest.mark.parametrize("name", ["peewee_reconnect", "safe_reconnect"])
+def test_no_reconnect_inside_a_transaction(make, events, name):
+    strategy = make(name)
+
+    def transfer(db):
+        with db.atomic():
+            db.execute_sql("INSERT INTO test_event (request_id) VALUES (9)")
+            S.kill(S.connection_id(db))
+            db.execute_sql("INSERT INTO test_event (request_id) VALUES (9)")
+
+    assert code_of(S.attempt(strategy, transfer)) in (2006, 2013)
+    assert events(9) == 0  # the first insert was rolled back with the connection, not replayed
+    assert S.attempt(strategy, READ)[0] == "ok"
+
+
+def test_ping_cannot_close_the_race(make):
+    strategy = make("ping")
+    with strategy.request() as db:
+        pass  # the ping said alive ...
+    with pytest.raises(S.OperationalError) as error:
+        S.kill(S.connection_id(strategy.db))  # ... and the connection dies before the query
+        strategy.db.execute_sql("SELECT 1")
+    assert S.error_code(error.value) == 2013
+
+
+def test_per_request_closes_its_connection_even_when_the_view_fails(make):
+    strategy = make("per_request")
+    with pytest.raises(ZeroDivisionError):
+        with strategy.request():
+            1 / 0
+    assert strategy.db.is_closed()
+
+
+def test_is_read():
+    assert S.is_read("SELECT 1") and S.is_read("  (SELECT 1) UNION (SELECT 2)") and S.is_read("show processlist")
+    assert not S.is_read("INSERT INTO t VALUES (1)") and not S.is_read("UPDATE t SET a = 1")
