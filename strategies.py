@@ -308,6 +308,19 @@ def restart_server():
     return "server restarted"
 
 
+def stop_server_for(seconds):
+    """Stop the local server now and start it again ``seconds`` later, in the background.
+
+    Returns the thread that starts it: ``join()`` it to wait until the server is back.
+    """
+    if not config.LOCAL_SERVER:
+        raise RuntimeError("skipped: DB_HOST points at your own server, and the course does not stop it")
+    localdb.stop()
+    restart = threading.Timer(seconds, localdb.start)
+    restart.start()
+    return restart
+
+
 class LinkCutter:
     """A TCP relay between the client and the server that can drop the next answer on the floor.
 
@@ -402,11 +415,25 @@ def select_one(db):
     return db.execute_sql("SELECT 1").fetchone()[0]
 
 
-def timings(request, repeat=500):
-    """Microseconds of each of ``repeat`` calls to ``request()``."""
-    result = []
+def table(db, sql, params=None):
+    """The rows of a query as a pandas DataFrame, with the query's column names."""
+    import pandas
+
+    cursor = db.execute_sql(sql, params)
+    return pandas.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+
+
+def measure(strategies, work=select_one, repeat=500):
+    """Microseconds per request of each strategy on the same ``work``, without faults.
+
+    The strategies take turns, request by request, so that all of them meet the same machine;
+    compare them as ratios, not as absolute times.
+    """
+    samples = {strategy.name: [] for strategy in strategies}
     for _ in range(repeat):
-        start = time.perf_counter()
-        request()
-        result.append((time.perf_counter() - start) * 1e6)
-    return result
+        for strategy in strategies:
+            start = time.perf_counter()
+            with strategy.request() as db:
+                work(db)
+            samples[strategy.name].append((time.perf_counter() - start) * 1e6)
+    return samples
