@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 LAB_PORT ?= 8888
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # JupyterLab refuses root without it
 
-.PHONY: setup server stop status lab test
+STRATEGY ?= naive
+APP_PORT ?= 5000
+
+.PHONY: setup server stop status lab test app
 
 setup:             ## system packages and .venv, where missing
 	@bash bin/setup
@@ -23,3 +26,6 @@ lab: server        ## open the course in JupyterLab
 
 test: server       ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest
+
+app: server        ## serve the seed app for your browser: make app STRATEGY=per_request
+	STRATEGY=$(STRATEGY) APP_PORT=$(APP_PORT) $(PY) app.py
