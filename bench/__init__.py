@@ -1,0 +1,1 @@
+"""Benchmarks: a chaos run (bench/chaos.py) and an overhead benchmark (bench/overhead.py)."""
