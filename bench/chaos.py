@@ -159,6 +159,9 @@ def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None):
 
 
 def show_progress(name, done, total):
+    """A bar on a terminal, redrawn in place; elsewhere (a log) one line per strategy."""
+    if not sys.stderr.isatty() and done < total:
+        return
     bar = "#" * (30 * done // total)
     print(f"\r{name:17} [{bar:30}] {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 

@@ -8,7 +8,7 @@ import pytest
 from bench import chaos, overhead
 from conftest import ROOT
 
-REQUESTS, SEED, EVERY = 200, 3, 10
+REQUESTS, SEED, EVERY = 150, 3, 10
 
 
 @pytest.fixture(scope="module")
