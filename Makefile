@@ -2,15 +2,22 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB_PORT ?= 8888
-ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # JupyterLab refuses root without it
+# JupyterLab serves the repository (notebooks show docs/ pictures) and opens on notebooks/
+LAB_ROOT ?= .
+HTML_DIR ?= build/html
+# JupyterLab refuses to run as root without --allow-root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 STRATEGY ?= naive
 APP_PORT ?= 5000
 
-.PHONY: setup server stop status lab test app
+.PHONY: setup setup-browser server stop status lab test test-browser app pictures html
 
 setup:             ## system packages and .venv, where missing
 	@bash bin/setup
+
+setup-browser:     ## also Chromium, for the browser test and the pictures
+	@bash bin/setup --browser
 
 server: setup      ## start the local MariaDB server (or check your own, when DB_HOST is set)
 	@$(PY) -m localdb start
@@ -21,11 +28,21 @@ stop:              ## stop the local MariaDB server
 status:
 	@$(PY) -m localdb status
 
-lab: server        ## open the course in JupyterLab
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
+lab: server        ## open the course in JupyterLab, on notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
 
 test: server       ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest
 
 app: server        ## serve the seed app for your browser: make app STRATEGY=per_request
 	STRATEGY=$(STRATEGY) APP_PORT=$(APP_PORT) $(PY) app.py
+
+test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in headless Chromium
+	@mkdir -p build
+	$(VENV)/bin/pytest -m browser tests/browser
+
+pictures: setup-browser server  ## docs/person.png and docs/broken.png, from the running app
+	$(PY) docs/make_pictures.py
+
+html: setup        ## every notebook, with its outputs, as HTML under build/html (HTML_DIR)
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir=$(HTML_DIR) notebooks/*.ipynb

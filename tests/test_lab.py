@@ -35,11 +35,11 @@ def test_make_lab_serves_the_course():
         while url is None and time.monotonic() < deadline:
             line = lab.stdout.readline()
             assert line, "make lab exited before JupyterLab printed its URL"
-            found = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=\w+", line)
+            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=\w+", line)
             url = found and found.group(0)
         assert url, "JupyterLab did not print its URL within 90 s"
         assert "JupyterLab" in get(url)
-        assert "00_setup.ipynb" in get(url.replace("/lab?", "/api/contents?"))
+        assert "00_setup.ipynb" in get(url.replace("/lab/tree/notebooks?", "/api/contents/notebooks?"))
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
         lab.wait(timeout=30)

@@ -1,0 +1,78 @@
+"""The course as a reader meets it: JupyterLab started as `make lab` starts it, 00_setup opened in
+headless Chromium, every cell run through JupyterLab's own menu, the outputs checked on the page.
+
+Run with `make test-browser`. JupyterLab serves a copy of notebooks/, so the run cannot touch the
+committed notebooks.
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import ROOT, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """`make lab` on a copy of notebooks/ and docs/; the URL with its token."""
+    for folder in ("notebooks", "docs"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    port = free_port()
+    process = subprocess.Popen(["make", "lab", f"LAB_PORT={port}", f"LAB_ROOT={tmp_path}"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**os.environ, "BROWSER": "true"})
+    try:
+        deadline = time.monotonic() + 120
+        for line in process.stdout:
+            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=\w+", line)
+            if found:
+                yield found.group(0)
+                break
+            assert time.monotonic() < deadline, "JupyterLab printed no URL in 120 s"
+        else:
+            pytest.fail("make lab exited before JupyterLab printed its URL")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_00_setup_runs_in_jupyterlab(lab):
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 1400, "height": 1000})
+        page = browser.new_page()
+        page.goto(lab.replace("/notebooks?", "/notebooks/00_setup.ipynb?"), timeout=60_000)
+        notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=60_000)
+
+        page.locator(".lm-MenuBar-item", has_text="Run").click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+        cells = notebook.locator(".jp-CodeCell")
+        prompts = notebook.locator(".jp-CodeCell .jp-InputArea-prompt")
+        expect(cells.last.locator(".jp-InputArea-prompt")).to_have_text(re.compile(r"\[\d+\]:"), timeout=120_000)
+        texts = prompts.all_inner_texts()
+        assert all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts if t.strip()), texts
+        assert notebook.locator("table.dataframe").count() >= 1  # the Person rows, as a pandas table
+        assert notebook.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+        assert "John" in notebook.locator("table.dataframe").first.inner_text()
+        page.screenshot(path=str(ROOT / "build" / "00_setup-in-chromium.png"), full_page=False)
+        browser.close()
+
+
+def test_the_seed_pictures_are_made_from_the_app(tmp_path):
+    subprocess.run([str(ROOT / ".venv/bin/python"), "docs/make_pictures.py", "--out", str(tmp_path)], cwd=ROOT, check=True)
+    for name in ("person.png", "broken.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
