@@ -73,11 +73,10 @@ class Strategy:
     """How an app holds its connection. Subclasses fill in the two request hooks."""
 
     name = "strategy"
+    database_class = MySQLDatabase
 
     def __init__(self, db=None):
         self.db = db if db is not None else database(self.database_class)
-
-    database_class = MySQLDatabase
 
     def on_request_start(self):
         """Runs before the view, like simplerr's ``on_pre_response``."""

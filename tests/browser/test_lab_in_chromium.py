@@ -55,7 +55,9 @@ def test_00_setup_runs_in_jupyterlab(lab):
         page = browser.new_page()
         page.goto(lab.replace("/notebooks?", "/notebooks/00_setup.ipynb?"), timeout=60_000)
         notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-        expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=60_000)
+        # The kernel has started and answered (the status bar says so): cells sent earlier may be dropped.
+        expect(page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle")).to_be_visible(
+            timeout=120_000)
 
         page.locator(".lm-MenuBar-item", has_text="Run").click()
         page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
