@@ -321,17 +321,20 @@ def restart_server():
     return "server restarted"
 
 
-def stop_server_for(seconds):
-    """Stop the local server now and start it again ``seconds`` later, in the background.
-
-    Returns the thread that starts it: ``join()`` it to wait until the server is back.
-    """
+@contextmanager
+def server_down(seconds):
+    """Stop the local server as the block starts and start it again ``seconds`` later, in the
+    background; the block ends when the server is back. Yields what happened, in words."""
     if not config.LOCAL_SERVER:
-        raise RuntimeError("skipped: DB_HOST points at your own server, and the course does not stop it")
+        yield "skipped: DB_HOST points at your own server, and the course does not stop it"
+        return
     localdb.stop()
     restart = threading.Timer(seconds, localdb.start)
     restart.start()
-    return restart
+    try:
+        yield f"server stopped; it starts again in {seconds} s"
+    finally:
+        restart.join()
 
 
 class LinkCutter:

@@ -177,3 +177,14 @@ def test_per_request_closes_its_connection_even_when_the_view_fails(make):
 def test_is_read():
     assert S.is_read("SELECT 1") and S.is_read("  (SELECT 1) UNION (SELECT 2)") and S.is_read("show processlist")
     assert not S.is_read("INSERT INTO t VALUES (1)") and not S.is_read("UPDATE t SET a = 1")
+
+
+def test_safe_reconnect_waits_for_a_restarting_server(make):
+    strategy = make("safe_reconnect")
+    assert S.attempt(strategy, READ) == ("ok", 1)
+    with S.server_down(1.0) as what_happened:
+        if what_happened.startswith("skipped"):
+            pytest.skip(what_happened)
+        started = time.monotonic()
+        assert S.attempt(strategy, READ) == ("ok", 1)
+        assert time.monotonic() - started > 0.5  # it waited, instead of failing at once
