@@ -340,9 +340,10 @@ def server_down(seconds):
 class LinkCutter:
     """A TCP relay between the client and the server that can drop the next answer on the floor.
 
-    ``cut_next_reply()`` arms it: the server's next answer is read by the relay and not passed on,
-    and both sides are hung up. The server did the work (a write is committed); the client sees
-    2013, lost connection during query. Connect through it with ``database(port=relay.port)``.
+    ``cut_next_reply()`` arms it: the server's next answer on a connection open at that moment is
+    read by the relay and not passed on, and both sides are hung up. The server did the work (a
+    write is committed); the client sees 2013, lost connection during query. A connection opened
+    later is not cut: its handshake goes through. Connect with ``database(port=relay.port)``.
     """
 
     def __init__(self, host=None, port=None):
@@ -350,12 +351,15 @@ class LinkCutter:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.cuts = 0
-        self._armed = threading.Event()
+        self._armed = set()  # the server-side sockets whose next answer is to be cut
+        self._lock = threading.Lock()
         self._pairs = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut_next_reply(self):
-        self._armed.set()
+        with self._lock:
+            self._pairs = [(client, server) for client, server in self._pairs if server.fileno() != -1]
+            self._armed = {server for _, server in self._pairs}
 
     def _accept(self):
         while True:
@@ -368,7 +372,8 @@ class LinkCutter:
             except OSError:
                 client.close()  # nothing to relay to: the client sees the server as down
                 continue
-            self._pairs.append((client, server))
+            with self._lock:
+                self._pairs.append((client, server))
             threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
 
@@ -378,9 +383,7 @@ class LinkCutter:
                 data = source.recv(65536)
             except OSError:
                 data = b""
-            if replies and data and self._armed.is_set():
-                self._armed.clear()
-                self.cuts += 1
+            if replies and data and self._take_cut(source):
                 data = b""  # the answer is swallowed, and the link is cut
             if not data:
                 for end in (source, sink):
@@ -390,6 +393,15 @@ class LinkCutter:
                 sink.sendall(data)
             except OSError:
                 return
+
+    def _take_cut(self, server):
+        """True once, for the first answer from an armed connection."""
+        with self._lock:
+            if server not in self._armed:
+                return False
+            self._armed = set()
+            self.cuts += 1
+            return True
 
     def close(self):
         self.listener.close()
