@@ -13,6 +13,7 @@ restart of the local server, and a TCP relay that cuts the link after the server
 """
 import select
 import socket
+import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -465,3 +466,15 @@ def measure(strategies, work=select_one, repeat=500):
                 work(db)
             samples[strategy.name].append((time.perf_counter() - start) * 1e6)
     return samples
+
+
+def summarize(samples, floor="naive"):
+    """From ``measure()``'s samples: each strategy's median and p99 in µs, and its median as a
+    ratio to the ``floor`` strategy's, as a pandas DataFrame indexed by name."""
+    import pandas
+
+    rows = {name: {"median_us": statistics.median(values), "p99_us": statistics.quantiles(values, n=100)[98]}
+            for name, values in samples.items()}
+    summary = pandas.DataFrame.from_dict(rows, orient="index")
+    summary["ratio"] = summary["median_us"] / summary.loc[floor, "median_us"]
+    return summary

@@ -11,7 +11,6 @@ Figures vary with the machine: read the ratios, not the microseconds.
 """
 import argparse
 import json
-import statistics
 from contextlib import contextmanager
 
 import sqlalchemy
@@ -60,14 +59,9 @@ def run(repeat=2000):
     finally:
         for contender in contenders:
             contender.close()
-    floor = statistics.median(samples[FLOOR])
-    rows = []
-    for name, values in samples.items():
-        median = statistics.median(values)
-        p99 = statistics.quantiles(values, n=100)[98]
-        rows.append({"name": name, "median_us": round(median, 1), "p99_us": round(p99, 1),
-                     "ratio": round(median / floor, 2)})
-    return {"floor_us": round(floor, 1), "strategies": rows}
+    summary = S.summarize(samples, floor=FLOOR).round({"median_us": 1, "p99_us": 1, "ratio": 2})
+    rows = summary.rename_axis("name").reset_index().to_dict("records")
+    return {"floor_us": summary.loc[FLOOR, "median_us"], "strategies": rows}
 
 
 def main(argv=None):
