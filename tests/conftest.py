@@ -1,8 +1,12 @@
 """Shared fixtures: the tests run against the real local server that `make test` started."""
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import MySQLdb
@@ -52,3 +56,25 @@ def run_python(code, **env):
     """Run ``code`` in a fresh Python with the given environment variables; return the result."""
     environment = {**os.environ, **env}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=ROOT)
+
+
+@contextmanager
+def running_lab(*make_args, seconds=90):
+    """`make lab` as the README runs it, with ``make_args``; yields the URL with its token."""
+    port = free_port()
+    lab = subprocess.Popen(["make", "lab", f"LAB_PORT={port}", *make_args], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           env={**os.environ, "BROWSER": "true"})  # no browser to open in a test
+    try:
+        deadline = time.monotonic() + seconds
+        for line in lab.stdout:
+            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=\w+", line)
+            if found:
+                break
+            assert time.monotonic() < deadline, f"JupyterLab printed no URL in {seconds} s"
+        else:
+            raise AssertionError("make lab exited before JupyterLab printed its URL")
+        yield found.group(0)
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)

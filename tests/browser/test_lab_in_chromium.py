@@ -4,18 +4,15 @@ headless Chromium, every cell run through JupyterLab's own menu, the outputs che
 Run with `make test-browser`. JupyterLab serves a copy of notebooks/, so the run cannot touch the
 committed notebooks.
 """
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import ROOT, free_port
+from conftest import ROOT, running_lab
 
 pytestmark = pytest.mark.browser
 
@@ -28,23 +25,8 @@ def lab(tmp_path):
     """`make lab` on a copy of notebooks/ and docs/; the URL with its token."""
     for folder in ("notebooks", "docs"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    port = free_port()
-    process = subprocess.Popen(["make", "lab", f"LAB_PORT={port}", f"LAB_ROOT={tmp_path}"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               env={**os.environ, "BROWSER": "true"})
-    try:
-        deadline = time.monotonic() + 120
-        for line in process.stdout:
-            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=\w+", line)
-            if found:
-                yield found.group(0)
-                break
-            assert time.monotonic() < deadline, "JupyterLab printed no URL in 120 s"
-        else:
-            pytest.fail("make lab exited before JupyterLab printed its URL")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    with running_lab(f"LAB_ROOT={tmp_path}", seconds=120) as url:
+        yield url
 
 
 def test_00_setup_runs_in_jupyterlab(lab):
