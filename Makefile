@@ -10,6 +10,8 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 STRATEGY ?= naive
 APP_PORT ?= 5000
+APP_WORKERS ?= 2
+APP_THREADS ?= 4
 
 .PHONY: setup setup-browser server stop status lab test test-browser app pictures html
 
@@ -34,8 +36,9 @@ lab: server        ## open the course in JupyterLab, on notebooks/
 test: server       ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest
 
-app: server        ## serve the seed app for your browser: make app STRATEGY=per_request
-	STRATEGY=$(STRATEGY) APP_PORT=$(APP_PORT) $(PY) app.py
+app: server        ## serve the seed app under gunicorn for your browser: make app STRATEGY=per_request
+	STRATEGY=$(STRATEGY) $(VENV)/bin/gunicorn --bind 127.0.0.1:$(APP_PORT) --workers $(APP_WORKERS) \
+	  --threads $(APP_THREADS) --preload 'app:create_app()'
 
 test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in headless Chromium
 	@mkdir -p build

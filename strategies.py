@@ -1,5 +1,4 @@
-"""The course's shared helpers: the connection strategies, the faults that break them, and a way
-to measure them.
+"""The connection strategies: how an app holds its MySQL connection, each in one place.
 
 Every strategy runs "a request" the same way, so that notebooks, tests and benchmarks can swap
 one for another::
@@ -8,22 +7,23 @@ one for another::
         db.execute_sql("SELECT 1")
                                           # ... and its request-end hook here, even after an error
 
-The faults are real: a ``KILL`` from a connection of its own, a real ``wait_timeout``, a real
-restart of the local server, and a TCP relay that cuts the link after the server has answered.
+Every thread has a connection of its own (peewee's thread-local state), and a process made by a
+fork opens its own instead of using its parent's. The faults that break them are in ``faults.py``;
+running and timing requests is in ``measuring.py``.
 """
+import os
+import re
 import select
-import socket
-import statistics
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 import MySQLdb
-from peewee import InterfaceError, MySQLDatabase, OperationalError
+from peewee import InterfaceError, InternalError, MySQLDatabase, OperationalError
 from playhouse.shortcuts import ReconnectMixin
 
 import config
-import localdb
 
 # Error codes that mean "this connection is gone" (MariaDB and MySQL client and server codes).
 CONNECTION_KILLED = 1927  # MariaDB: the connection was killed while it ran a statement
@@ -34,6 +34,10 @@ DISCONNECTED = {CONNECTION_KILLED, SERVER_GONE, SERVER_LOST, IDLE_TIMEOUT}
 # The statement certainly did not run: it was never sent, or the server hung up before reading it.
 NOT_SENT = {SERVER_GONE, IDLE_TIMEOUT}
 CANNOT_CONNECT = {2002, 2003}  # nothing listens: the server is down or restarting
+PACKET_TOO_LARGE = 1153  # a statement larger than the server's max_allowed_packet
+# A transaction that failed with these applied nothing, and may be run again from its start.
+DEADLOCK = 1213  # the server rolled the whole transaction back
+LOCK_WAIT_TIMEOUT = 1205  # the statement failed; the transaction is rolled back by whoever retries it
 
 
 def error_code(error):
@@ -42,27 +46,102 @@ def error_code(error):
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def database(cls=MySQLDatabase, port=None, **options):
+def database(cls=None, port=None, **options):
     """A new peewee database with the course's settings; ``port`` reaches it through a relay.
 
-    Its one connection is shared by all threads (``thread_safe=False``; peewee's default keeps one
-    per thread): the app serves one request at a time, in its server's thread, on the connection
-    the notebook opened, can see in ``SHOW PROCESSLIST`` and can kill.
+    Each thread that uses it gets a connection of its own (peewee's default, ``thread_safe=True``).
+    ``options`` go to ``MySQLdb.connect`` as well: ``init_command``, ``read_timeout`` and so on.
     """
-    settings = dict(config.connect_kwargs(), thread_safe=False, **options)
+    settings = dict(config.connect_kwargs(), **options)
     schema = settings.pop("database")
     if port is not None:
         settings["port"] = port
-    return cls(schema, **settings)
+    return (cls or CourseMySQLDatabase)(schema, **settings)
 
 
 def connection_id(db):
-    """The server's id for ``db``'s connection (what ``SHOW PROCESSLIST`` and ``KILL`` use).
-
-    The client knows it from the handshake, so asking sends nothing, even on a dead connection;
-    a closed ``db`` connects first.
-    """
+    """The server's id for the calling thread's connection of ``db`` (what ``SHOW PROCESSLIST``
+    and ``KILL`` use). The client knows it from the handshake, so asking sends nothing, even on a
+    dead connection; a closed ``db`` connects first."""
     return db.connection().thread_id()
+
+
+# ---------------------------------------------------------------------------------------------
+# One connection per thread, and per process
+# ---------------------------------------------------------------------------------------------
+
+# Connections a forked child inherited from its parent: never closed from the child (see below).
+_inherited_at_fork = []
+
+
+class CourseMySQLDatabase(MySQLDatabase):
+    """peewee's ``MySQLDatabase`` that knows the connections it opened, in every thread, and lets
+    go of its parent's connections in a process made by ``fork()``.
+
+    A forked child shares its parent's sockets. Were it to use one, two processes would talk over
+    one connection and read each other's answers; were it to close one, it would send the server
+    a goodbye that ends the parent's connection too. So in the child each inherited socket is
+    pointed at ``/dev/null`` (the parent's stays open) and forgotten, and the child connects anew.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._opened = weakref.WeakSet()  # every connection opened in this process, in any thread
+        self_ref = weakref.ref(self)
+
+        def before_fork():
+            db = self_ref()
+            if db is not None:  # held now, or the child would drop other threads' connections at once
+                _inherited_at_fork.extend(db._opened)
+
+        def after_fork_in_child():
+            db = self_ref()
+            if db is not None:
+                db._forget_parents_connections()
+
+        os.register_at_fork(before=before_fork, after_in_parent=_inherited_at_fork.clear,
+                            after_in_child=after_fork_in_child)
+
+    def _connect(self):
+        conn = super()._connect()
+        self._opened.add(conn)
+        return conn
+
+    def connection_ids(self):
+        """The server ids of every connection this database holds open in this process, in any thread."""
+        return sorted(conn.thread_id() for conn in list(self._opened) if conn.open)
+
+    def close_all(self):
+        """Close every connection this database opened, in every thread (at the end of a demo or a
+        server's life: another thread must not be using one)."""
+        for conn in list(self._opened):
+            try:
+                conn.close()
+            except MySQLdb.Error:
+                pass
+        self.dispose()
+
+    def _forget_parents_connections(self):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in _inherited_at_fork:
+                try:
+                    os.dup2(devnull, conn.fileno())  # the child's copy of the socket goes; the parent's stays
+                except (MySQLdb.Error, OSError):
+                    pass  # closed already
+        finally:
+            os.close(devnull)
+        self._opened = weakref.WeakSet()
+        self.dispose()
+        _inherited_at_fork.clear()  # now they may be closed: the goodbye goes to /dev/null
+
+
+def _close_quietly(db):
+    """Close the calling thread's connection of ``db``; a dead one cannot be closed cleanly, and needs no more."""
+    try:
+        db.close()
+    except (OperationalError, InterfaceError):
+        db.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,10 +150,13 @@ def connection_id(db):
 
 
 class Strategy:
-    """How an app holds its connection. Subclasses fill in the two request hooks."""
+    """How an app holds its connection. Subclasses fill in the two request hooks.
+
+    The hooks run in the thread that serves the request, on that thread's connection.
+    """
 
     name = "strategy"
-    database_class = MySQLDatabase
+    database_class = CourseMySQLDatabase
 
     def __init__(self, db=None):
         self.db = db if db is not None else database(self.database_class)
@@ -95,21 +177,23 @@ class Strategy:
             raise
         self.on_request_end()
 
+    def connection_ids(self):
+        """The server ids of the connections the app holds, one per thread that served a request."""
+        return self.db.connection_ids()
+
     def close(self):
-        """Let go of the connection, at the end of a demo."""
-        _close_quietly(self.db)
-
-
-def _close_quietly(db):
-    """Close ``db``'s connection; a dead one cannot be closed cleanly, and needs no more."""
-    try:
-        db.close()
-    except (OperationalError, InterfaceError):
-        db.dispose()
+        """Let go of every connection, at the end of a demo."""
+        if hasattr(self.db, "close_all"):
+            self.db.close_all()
+        else:
+            _close_quietly(self.db)
 
 
 class Naive(Strategy):
-    """One connection, opened when the app starts and kept for ever: the seed app's way."""
+    """One connection, opened when the app starts and kept for ever: the seed app's way.
+
+    (In a threaded server each thread opens its own on first use, and keeps it for ever too.)
+    """
 
     name = "naive"
 
@@ -131,7 +215,8 @@ class PerRequest(Strategy):
 
 
 def reconnect_if_dead(db):
-    """Ping ``db``'s connection; when the ping fails, replace it. Returns True if it reconnected.
+    """Ping the calling thread's connection of ``db``; when the ping fails, replace it. Returns
+    True if it reconnected.
 
     peewee's ``is_connection_usable()`` pings without mysqlclient's deprecated ``reconnect``
     argument; the reconnect goes through peewee, so peewee's state stays right.
@@ -156,7 +241,8 @@ class IdlePing(Strategy):
     """Like ``Ping``, but ping only when the connection has been idle longer than ``window`` seconds.
 
     A connection used a moment ago is very likely alive, so busy apps skip most pings; the price is
-    that a connection killed within the window is found only by the query that fails.
+    that a connection killed within the window is found only by the query that fails. When it was
+    last used is remembered on the connection itself: each thread's, and a new one starts unknown.
     """
 
     name = "idle_ping"
@@ -164,18 +250,20 @@ class IdlePing(Strategy):
     def __init__(self, db=None, window=1.0):
         super().__init__(db)
         self.window = window
-        self.last_used = float("-inf")
 
     def on_request_start(self):
-        if time.monotonic() - self.last_used > self.window:
+        last_used = getattr(self.db.connection(), "last_used", float("-inf"))
+        if time.monotonic() - last_used > self.window:
             reconnect_if_dead(self.db)
 
     def on_request_end(self, error=None):
+        if self.db.is_closed():
+            return
         # A request that failed may have left the connection dead: let the next one check it.
-        self.last_used = float("-inf") if error else time.monotonic()
+        self.db.connection().last_used = float("-inf") if error else time.monotonic()
 
 
-class ReconnectMySQLDatabase(ReconnectMixin, MySQLDatabase):
+class ReconnectMySQLDatabase(ReconnectMixin, CourseMySQLDatabase):
     """peewee's own reconnecting database: retries any statement once after a disconnect error."""
 
 
@@ -186,6 +274,11 @@ class PeeweeReconnect(Strategy):
     database_class = ReconnectMySQLDatabase
 
 
+# ---------------------------------------------------------------------------------------------
+# The safe reconnect, and the rules it follows
+# ---------------------------------------------------------------------------------------------
+
+
 class OutcomeUnknown(OperationalError):
     """The connection died after a write was sent: the server may or may not have applied it.
 
@@ -194,21 +287,142 @@ class OutcomeUnknown(OperationalError):
     """
 
 
+class TransactionLost(OperationalError):
+    """The connection died inside a transaction, before its ``COMMIT`` was sent: the server rolled
+    the transaction back, so nothing of it was applied. Running it again from the start is safe."""
+
+
+class SessionLost(OperationalError):
+    """The connection died while its session held state the app made (a user variable, a
+    temporary table, a lock, a ``SET SESSION`` value): a new connection would not have it, so the
+    statement was not retried there. Give every new connection its settings with ``init_command``."""
+
+
+# Functions a read may call: none of them changes anything, or depends on what this session did
+# before (LAST_INSERT_ID(), FOUND_ROWS() and the like are missing on purpose). Any other call,
+# a stored function among them, makes a statement "not a read".
+PURE_FUNCTIONS = set("""
+    COUNT SUM MIN MAX AVG GROUP_CONCAT STD STDDEV VARIANCE BIT_AND BIT_OR BIT_XOR JSON_ARRAYAGG JSON_OBJECTAGG
+    ROW_NUMBER RANK DENSE_RANK NTILE LAG LEAD FIRST_VALUE LAST_VALUE
+    ABS CEIL CEILING FLOOR ROUND TRUNCATE MOD POW POWER SQRT EXP LN LOG LOG2 LOG10 SIGN GREATEST LEAST PI RAND
+    CONCAT CONCAT_WS LENGTH CHAR_LENGTH CHARACTER_LENGTH LOWER UPPER LCASE UCASE SUBSTRING SUBSTR
+    SUBSTRING_INDEX LEFT RIGHT TRIM LTRIM RTRIM REPLACE INSERT LPAD RPAD REPEAT REVERSE LOCATE INSTR POSITION
+    FIELD FIND_IN_SET ELT FORMAT HEX UNHEX ASCII ORD CHAR SPACE STRCMP QUOTE MD5 SHA1 SHA2 CRC32 UUID
+    COALESCE IFNULL NULLIF IF ISNULL CAST CONVERT EXTRACT
+    NOW CURRENT_TIMESTAMP CURDATE CURRENT_DATE CURTIME CURRENT_TIME SYSDATE UTC_TIMESTAMP UTC_DATE
+    UNIX_TIMESTAMP FROM_UNIXTIME DATE TIME YEAR MONTH DAY DAYOFMONTH DAYOFWEEK DAYOFYEAR HOUR MINUTE SECOND
+    WEEK DATE_ADD DATE_SUB ADDDATE SUBDATE DATEDIFF TIMEDIFF TIMESTAMPDIFF TIMESTAMPADD DATE_FORMAT
+    STR_TO_DATE LAST_DAY CONVERT_TZ
+    JSON_EXTRACT JSON_VALUE JSON_OBJECT JSON_ARRAY JSON_CONTAINS JSON_LENGTH JSON_UNQUOTE JSON_QUOTE JSON_KEYS
+    DATABASE SCHEMA USER CURRENT_USER VERSION CONNECTION_ID SLEEP
+""".split())
+# Keywords that an opening parenthesis may follow in a read.
+KEYWORDS_BEFORE_PARENTHESIS = set("""
+    SELECT FROM WHERE AND OR NOT XOR IN EXISTS AS ON USING JOIN UNION ALL ANY SOME OVER PARTITION HAVING BY
+    WHEN THEN ELSE CASE LIMIT OFFSET IS LIKE BETWEEN WITH RECURSIVE DISTINCT MATCH AGAINST INTERVAL INDEX KEY
+    EXCEPT INTERSECT VALUES
+""".split())
+# Words that make a statement more than a read: locking reads, INTO, CTEs that write, EXPLAIN
+# ANALYZE (which runs the statement), sequences.
+NOT_A_READ_WORDS = {"INTO", "UPDATE", "DELETE", "LOCK", "SHARE", "ANALYZE", "NEXT", "PREVIOUS", "NEXTVAL",
+                    "SETVAL", "LASTVAL"}
+READ_STATEMENTS = {"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH"}
+
+_LITERALS_AND_COMMENTS = re.compile(
+    r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|(`(?:[^`]|``)*`)|/\*.*?\*/|(?:--\s|#)[^\n]*""", re.S)
+
+
+def _bare(sql):
+    """``sql`` upper-cased, with its strings and comments blanked and quoted names made ``NAME``."""
+    if isinstance(sql, bytes):
+        sql = sql.decode(errors="replace")
+    return _LITERALS_AND_COMMENTS.sub(lambda m: " NAME " if m.group(1) else " '' ", sql).upper()
+
+
+def _words(sql, n=3):
+    """The first ``n`` words of a statement, upper-cased, without comments or parentheses."""
+    return re.findall(r"[A-Z_@][A-Z0-9_@$]*", _bare(sql))[:n]
+
+
 def is_read(sql):
-    """True for statements that change nothing, and so are safe to run twice."""
-    return sql.lstrip(" (").split(None, 1)[0].upper() in {"SELECT", "SHOW", "DESCRIBE", "EXPLAIN"}
+    """True for a statement that changes nothing and means the same on any connection, and so is
+    safe to run twice: a plain ``SELECT`` (or ``SHOW``, ``DESCRIBE``, ``EXPLAIN``) that locks
+    nothing, assigns nothing, and calls only functions known to have no effect."""
+    bare = _bare(sql)
+    words = set(re.findall(r"[A-Z_][A-Z0-9_$]*", bare))
+    first = _words(sql, 1)
+    if not first or first[0] not in READ_STATEMENTS or words & NOT_A_READ_WORDS:
+        return False
+    if ";" in bare.rstrip().rstrip(";") or ":=" in bare or "@" in bare:
+        return False  # a second statement, or a variable assigned or read
+    for qualifier, name in re.findall(r"(\.\s*)?\b([A-Z_][A-Z0-9_$]*)\s*\(", bare):
+        if qualifier or name not in PURE_FUNCTIONS | KEYWORDS_BEFORE_PARENTHESIS:
+            return False  # a stored function, or one this list does not know to be harmless
+    return True
 
 
-class SafeReconnectMySQLDatabase(MySQLDatabase):
-    """Reconnect and retry once, but never inside a transaction and never where a retry could write twice.
+def session_change(sql):
+    """What ``sql`` leaves in the session that a new connection would not have, or None.
 
-    Before a statement, outside a transaction, a connection the server has already closed is
-    replaced. After a disconnect error, outside a transaction:
-    - a read is retried;
+    ``SET autocommit`` and transactions are followed separately; ``SET GLOBAL`` and ``SET
+    TRANSACTION`` (the next transaction only) leave nothing in the session; ``SET SESSION
+    TRANSACTION`` does.
+    """
+    bare = _bare(sql)
+    words = _words(sql, 3)
+    if not words:
+        return None
+    if words[0] == "SET" and words[1:2] not in (["GLOBAL"], ["TRANSACTION"], ["AUTOCOMMIT"], ["@@GLOBAL"]):
+        if words[1:2] and words[1].startswith("@") and not words[1].startswith("@@"):
+            return "a user variable"
+        return f"a session setting ({' '.join(words[:2])} ...)"
+    if words[0] == "CREATE" and "TEMPORARY" in words:
+        return "a temporary table"
+    if words[0] in ("PREPARE", "USE"):
+        return f"{words[0]} ..."
+    if re.search(r"\bGET_LOCK\s*\(", bare):
+        return "a GET_LOCK() lock"
+    if ":=" in bare or re.search(r"\bINTO\s+@", bare):
+        return "a user variable"
+    return None
+
+
+def transaction_change(sql):
+    """``"begin"`` or ``"end"`` when ``sql`` opens or closes a transaction (or table locks) by
+    hand, else None. (``SET autocommit = 0`` needs no reading: the server reports it.)"""
+    words = _words(sql, 3)
+    if words[:2] == ["START", "TRANSACTION"] or words[:1] == ["BEGIN"] or words[:2] in (["XA", "START"], ["XA", "BEGIN"]):
+        return "begin"
+    if words[:2] in (["LOCK", "TABLE"], ["LOCK", "TABLES"]):
+        return "begin"
+    if words[:1] in (["COMMIT"], ["UNLOCK"]) or (words[:1] == ["ROLLBACK"] and words[1:2] != ["TO"]):
+        return "end"
+    if words[:2] in (["XA", "COMMIT"], ["XA", "ROLLBACK"]):
+        return "end"
+    return None
+
+
+def commits(sql):
+    """True for a statement whose success commits a transaction: ``COMMIT`` or ``XA COMMIT``."""
+    words = _words(sql, 2)
+    return words[:1] == ["COMMIT"] or words == ["XA", "COMMIT"]
+
+
+class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
+    """Reconnect and retry once, but never inside a transaction and never where a retry could
+    write twice or run without the session it relied on.
+
+    Before a statement outside a transaction, and before a transaction begins, a connection the
+    server has already closed is replaced: nothing has been sent on it, so nothing is at risk.
+    After a disconnect error:
+    - inside a transaction, however it began (peewee's ``atomic()``, ``START TRANSACTION``,
+      ``SET autocommit = 0``, ``LOCK TABLES``): ``TransactionLost`` (nothing of it was applied),
+      or ``OutcomeUnknown`` when the lost answer was the one to ``COMMIT``;
+    - a read (``is_read()``) is retried;
     - a write is retried when it certainly never ran (``NOT_SENT``), or when the caller declared
-      it idempotent with ``idempotent_writes()`` (a client-chosen key with ``INSERT IGNORE`` or
-      ``ON DUPLICATE KEY UPDATE``);
-    - any other write raises ``OutcomeUnknown``.
+      it idempotent with ``idempotent_writes()``; any other write raises ``OutcomeUnknown``, and
+      so does a retried write that fails again after it may have run;
+    - while the session holds state the app made (``session_change()``), ``SessionLost``.
     Reconnecting waits for a restarting server, with a bounded back-off.
     """
 
@@ -226,35 +440,170 @@ class SafeReconnectMySQLDatabase(MySQLDatabase):
         finally:
             self._idempotent.on = False
 
+    # What this connection's session holds, remembered on the connection itself, so that a new
+    # connection starts with nothing.
+
+    def open_transaction(self):
+        """What keeps a transaction (or table locks) open on this thread's connection, or None."""
+        if self.in_transaction():
+            return "peewee's atomic()"
+        if self.is_closed():
+            return None
+        conn = self._state.conn
+        if getattr(conn, "by_hand", None):
+            return conn.by_hand
+        if not conn.get_autocommit():  # the server's own flag, from its last answer
+            return "SET autocommit = 0"
+        return None
+
+    def session_state(self):
+        """What the app left in this connection's session, or None."""
+        return None if self.is_closed() else getattr(self._state.conn, "session_state", None)
+
+    def _note(self, sql):
+        """Remember what a statement that succeeded left on the connection."""
+        conn = self._state.conn
+        change = transaction_change(sql)
+        if change == "begin":
+            conn.by_hand = " ".join(_words(sql, 2))
+        elif change == "end":
+            conn.by_hand = None
+        state = session_change(sql)
+        if state and not getattr(conn, "session_state", None):
+            conn.session_state = state
+
     def execute_sql(self, sql, params=None):
-        if self.is_closed() or (not self.in_transaction() and self.server_hung_up()):
-            self.reconnect()  # nothing has been sent on this connection yet: no risk to a write
+        if self.open_transaction() is None:
+            self._replace_if_hung_up()
         try:
-            return super().execute_sql(sql, params)
+            cursor = super().execute_sql(sql, params)
+        except OperationalError as error:
+            if error_code(error) not in DISCONNECTED:
+                raise
+            return self._after_disconnect(sql, params, error)
+        self._note(sql)
+        return cursor
+
+    def _after_disconnect(self, sql, params, error):
+        code = error_code(error)
+        in_transaction, session = self.open_transaction(), self.session_state()
+        self._drop_connection()
+        if in_transaction:
+            if commits(sql) and code not in NOT_SENT:
+                raise self._unknown(error, "this COMMIT was sent") from error
+            raise TransactionLost(code, f"the connection was lost inside a transaction ({in_transaction}) "
+                                        f"and the server rolled it back: nothing of it was applied ({error.args[1]})") from error
+        write = not is_read(sql)
+        idempotent = getattr(self._idempotent, "on", False)
+        if write and code not in NOT_SENT and not idempotent:
+            raise self._unknown(error, "this write was sent") from error
+        if session:
+            raise SessionLost(code, f"the connection was lost, and with it the session's {session}: not retried on a "
+                                    f"new connection without it; set it up with init_command ({error.args[1]})") from error
+        may_have_run = write and code not in NOT_SENT  # an idempotent write, sent before the loss
+        try:
+            self.reconnect()
+        except OperationalError as failed:
+            if may_have_run:
+                raise self._unknown(error, "this write was sent") from failed
+            raise
+        if write and not may_have_run:
+            self._refuse_if_too_large(sql, params)
+        try:
+            cursor = super().execute_sql(sql, params)
+        except OperationalError as again:
+            if error_code(again) not in DISCONNECTED:
+                raise
+            _close_quietly(self)
+            if write and (may_have_run or error_code(again) not in NOT_SENT):
+                raise self._unknown(again, "this write was sent again") from again
+            raise
+        self._note(sql)
+        return cursor
+
+    def _unknown(self, error, what):
+        return OutcomeUnknown(
+            error_code(error), f"outcome unknown: the connection was lost after {what} ({error.args[1]}); "
+                               "it may or may not have been applied, so it was not retried")
+
+    def _refuse_if_too_large(self, sql, params):
+        """A write the server refused for its size (and hung up on) is not "never sent": say so."""
+        statement = self._state.conn.cursor().mogrify(sql, params or ())
+        limit = self._state.conn.cursor()
+        limit.execute("SELECT @@max_allowed_packet")
+        allowed = limit.fetchone()[0]
+        if len(statement.encode() if isinstance(statement, str) else statement) > allowed:
+            raise OperationalError(PACKET_TOO_LARGE, f"this statement is larger than the server's "
+                                                     f"max_allowed_packet ({allowed} bytes): not retried")
+
+    def _drop_connection(self):
+        """Forget this thread's dead connection, but keep peewee's transaction stack for ``atomic()`` to unwind."""
+        if self.in_transaction():
+            self._state.conn.dead = True
+        else:
+            _close_quietly(self)
+
+    def _replace_if_hung_up(self):
+        if not self.is_closed() and not self.server_hung_up():
+            return
+        state = self.session_state()
+        self._drop_connection()
+        if state:
+            raise SessionLost(SERVER_GONE, f"the server had closed the connection, and with it the session's {state}: "
+                                           "nothing was sent; set it up with init_command")
+        self.reconnect()
+
+    def begin(self, *args, **kwargs):
+        """Start a peewee transaction on a live connection: nothing of it has been sent yet, so a
+        connection found dead, before or by the ``BEGIN``, is replaced."""
+        self._replace_if_hung_up()
+        try:
+            return super().begin(*args, **kwargs)
+        except OperationalError as error:
+            if error_code(error) not in DISCONNECTED or self.session_state():
+                raise
+            self.reconnect()
+            return super().begin(*args, **kwargs)
+
+    def commit(self):
+        """``COMMIT``: a lost answer is ``OutcomeUnknown``; a ``COMMIT`` never sent is ``TransactionLost``."""
+        try:
+            return super().commit()
         except OperationalError as error:
             code = error_code(error)
-            if code not in DISCONNECTED or self.in_transaction():
+            if code not in DISCONNECTED:
                 raise
-            if not (is_read(sql) or code in NOT_SENT or getattr(self._idempotent, "on", False)):
-                _close_quietly(self)
-                raise OutcomeUnknown(
-                    code, f"outcome unknown: the connection was lost after this write was sent ({error.args[1]}); "
-                          "it may or may not have been applied, so it was not retried"
-                ) from error
-            self.reconnect()
-            return super().execute_sql(sql, params)
+            self._state.conn.dead = True
+            if code in NOT_SENT:
+                raise TransactionLost(code, "the connection was lost before COMMIT was sent; the server "
+                                            f"rolled the transaction back: nothing of it was applied ({error.args[1]})") from error
+            raise self._unknown(error, "COMMIT was sent") from error
+
+    def rollback(self):
+        """``ROLLBACK``; on a connection that died, the server has rolled back already: nothing to do."""
+        if self.is_closed() or getattr(self._state.conn, "dead", False):
+            _close_quietly(self)
+            return None
+        try:
+            return super().rollback()
+        except OperationalError as error:
+            if error_code(error) not in DISCONNECTED:
+                raise
+            _close_quietly(self)
 
     def server_hung_up(self):
         """True when the server has already closed this connection (or sent it a last error).
 
         An idle connection never has anything to read; when it does, the server is gone. It costs
-        a system call, not a round trip, and finds most dead connections before a write is sent.
+        a system call, not a round trip. ``poll()``, unlike ``select()``, takes any descriptor.
         """
         try:
-            readable, _, _ = select.select([self.connection().fileno()], [], [], 0)
-        except (OSError, ValueError, MySQLdb.Error):
+            fd = self._state.conn.fileno()
+        except MySQLdb.Error:
             return True  # the client has closed it already, after an earlier error
-        return bool(readable)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def reconnect(self):
         """Replace the connection, waiting with a growing pause while nothing accepts connections."""
@@ -281,200 +630,25 @@ class SafeReconnect(Strategy):
 STRATEGIES = {cls.name: cls for cls in (Naive, PerRequest, Ping, IdlePing, PeeweeReconnect, SafeReconnect)}
 
 
-# ---------------------------------------------------------------------------------------------
-# The faults
-# ---------------------------------------------------------------------------------------------
+def run_transaction(db, work, attempts=3, idempotent=False):
+    """Run ``work(db)`` in one transaction and return what it returns; run all of it again when it
+    failed in a way that applied nothing: a connection lost before ``COMMIT`` (``TransactionLost``),
+    a deadlock (1213) or a lock wait timeout (1205). At most ``attempts`` times, with a short pause.
 
-
-def kill(connection_id):
-    """``KILL`` a connection from a connection of its own, as an admin at the ``mysql>`` prompt would."""
-    admin = MySQLdb.connect(**config.connect_kwargs())
-    try:
-        admin.cursor().execute(f"KILL {int(connection_id)}")
-    finally:
-        admin.close()
-
-
-@contextmanager
-def kill_during(connection_id, after=0.3):
-    """Kill the connection ``after`` seconds into the block: run a slow query inside it."""
-    timer = threading.Timer(after, kill, [connection_id])
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.join()
-
-
-def expire_after(db, seconds=1):
-    """Make the server drop ``db``'s connection once it has been idle ``seconds``: idle past it next.
-
-    The real ``wait_timeout`` (8 hours by default), shortened for this one session.
+    A lost answer to ``COMMIT`` (``OutcomeUnknown``) is run again only when the transaction is
+    ``idempotent``, for example because it writes rows keyed by an id the client chose.
     """
-    db.execute_sql(f"SET SESSION wait_timeout = {int(seconds)}")
-
-
-def restart_server():
-    """Restart the local server, cutting every connection; with your own server, say it is skipped."""
-    if not config.LOCAL_SERVER:
-        return "skipped: DB_HOST points at your own server, and the course does not restart it"
-    localdb.restart()
-    return "server restarted"
-
-
-@contextmanager
-def server_down(seconds):
-    """Stop the local server as the block starts and start it again ``seconds`` later, in the
-    background; the block ends when the server is back. Yields what happened, in words."""
-    if not config.LOCAL_SERVER:
-        yield "skipped: DB_HOST points at your own server, and the course does not stop it"
-        return
-    localdb.stop()
-    restart = threading.Timer(seconds, localdb.start)
-    restart.start()
-    try:
-        yield f"server stopped; it starts again in {seconds} s"
-    finally:
-        restart.join()
-
-
-class LinkCutter:
-    """A TCP relay between the client and the server that can drop the next answer on the floor.
-
-    ``cut_next_reply()`` arms it: the server's next answer on a connection open at that moment is
-    read by the relay and not passed on, and both sides are hung up. The server did the work (a
-    write is committed); the client sees 2013, lost connection during query. A connection opened
-    later is not cut: its handshake goes through. Connect with ``database(port=relay.port)``.
-    """
-
-    def __init__(self, host=None, port=None):
-        self.target = (host or config.DB_HOST, port or config.DB_PORT)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.cuts = 0
-        self._armed = set()  # the server-side sockets whose next answer is to be cut
-        self._lock = threading.Lock()
-        self._pairs = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut_next_reply(self):
-        with self._lock:
-            self._pairs = [(client, server) for client, server in self._pairs if server.fileno() != -1]
-            self._armed = {server for _, server in self._pairs}
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()  # nothing to relay to: the client sees the server as down
-                continue
-            with self._lock:
-                self._pairs.append((client, server))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, source, sink, replies):
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if replies and data and self._take_cut(source):
-                data = b""  # the answer is swallowed, and the link is cut
-            if not data:
-                for end in (source, sink):
-                    _hang_up(end)
-                return
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
-
-    def _take_cut(self, server):
-        """True once, for the first answer from an armed connection."""
-        with self._lock:
-            if server not in self._armed:
-                return False
-            self._armed = set()
-            self.cuts += 1
-            return True
-
-    def close(self):
-        self.listener.close()
-        for pair in self._pairs:
-            for end in pair:
-                _hang_up(end)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _hang_up(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring
-# ---------------------------------------------------------------------------------------------
-
-
-def attempt(strategy, work):
-    """Run ``work(db)`` as one request; return ``("ok", result)`` or ``("error", "ClassName(code, msg)")``."""
-    try:
-        with strategy.request() as db:
-            return "ok", work(db)
-    except (OperationalError, InterfaceError) as error:
-        return "error", f"{type(error).__name__}{error.args!r}"
-
-
-def select_one(db):
-    """The smallest request: one round trip to the server."""
-    return db.execute_sql("SELECT 1").fetchone()[0]
-
-
-def table(db, sql, params=None):
-    """The rows of a query as a pandas DataFrame, with the query's column names."""
-    import pandas
-
-    cursor = db.execute_sql(sql, params)
-    return pandas.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
-
-
-def measure(strategies, work=select_one, repeat=500):
-    """Microseconds per request of each strategy on the same ``work``, without faults.
-
-    The strategies take turns, request by request, so that all of them meet the same machine;
-    compare them as ratios, not as absolute times.
-    """
-    samples = {strategy.name: [] for strategy in strategies}
-    for _ in range(repeat):
-        for strategy in strategies:
-            start = time.perf_counter()
-            with strategy.request() as db:
-                work(db)
-            samples[strategy.name].append((time.perf_counter() - start) * 1e6)
-    return samples
-
-
-def summarize(samples, floor="naive"):
-    """From ``measure()``'s samples: each strategy's median and p99 in µs, and its median as a
-    ratio to the ``floor`` strategy's, as a pandas DataFrame indexed by name."""
-    import pandas
-
-    rows = {name: {"median_us": statistics.median(values), "p99_us": statistics.quantiles(values, n=100)[98]}
-            for name, values in samples.items()}
-    summary = pandas.DataFrame.from_dict(rows, orient="index")
-    summary["ratio"] = summary["median_us"] / summary.loc[floor, "median_us"]
-    return summary
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.atomic():
+                return work(db)
+        except OutcomeUnknown:
+            if not idempotent or attempt == attempts:
+                raise
+        except TransactionLost:
+            if attempt == attempts:
+                raise
+        except (OperationalError, InternalError) as error:
+            if error_code(error) not in (DEADLOCK, LOCK_WAIT_TIMEOUT) or attempt == attempts:
+                raise
+        time.sleep(0.05 * attempt)

@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import config
+import faults
+import measuring
 import strategies as S
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
@@ -67,7 +69,7 @@ def run(name, steps, on_request=lambda: None):
     admin.execute_sql("DROP TABLE IF EXISTS chaos_write")
     admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
     tally, acked, unknown, last_fault = Tally(name), [], [], None
-    with S.LinkCutter() as link:
+    with faults.LinkCutter() as link:
         cls = S.STRATEGIES[name]
         strategy = cls(S.database(cls.database_class, port=link.port))
         for request_id, (writes, fault) in enumerate(steps, 1):
@@ -75,7 +77,7 @@ def run(name, steps, on_request=lambda: None):
                 tally.faults += 1
                 last_fault = fault
                 strike_between(fault, strategy)
-            work = insert(request_id) if writes else S.select_one
+            work = insert(request_id) if writes else measuring.select_one
             if fault in ("kill_during", "link_cut"):
                 work = strike_during(fault, work, link)
             try:
@@ -118,12 +120,12 @@ def alive(db):
 def strike_between(fault, strategy):
     """A fault between requests, on the connection the strategy holds (per-request holds none)."""
     if fault == "restart":
-        S.restart_server()
+        faults.restart_server()
     elif alive(strategy.db):
         if fault == "kill_between":
-            S.kill(S.connection_id(strategy.db))
+            faults.kill(S.connection_id(strategy.db))
         elif fault == "expire":
-            S.expire_after(strategy.db, 1)
+            faults.expire_after(strategy.db, 1)
             time.sleep(1.5)
 
 
@@ -136,7 +138,7 @@ def strike_during(fault, work, link):
             return work(db)
         if not alive(db):
             return work(db)  # nothing to kill: the request meets the dead connection as it is
-        with S.kill_during(S.connection_id(db), after=0.05):
+        with faults.kill_during(S.connection_id(db), after=0.05):
             return db.execute_sql("SELECT SLEEP(0.3)").fetchone()
     return faulty
 

@@ -16,13 +16,14 @@ from contextlib import contextmanager
 import sqlalchemy
 
 import config
+import measuring
 import strategies as S
 
 FLOOR = "naive"
 
 
 class SQLAlchemyEngine:
-    """A pooled SQLAlchemy engine, shaped like a strategy so that ``S.measure`` can run it."""
+    """A pooled SQLAlchemy engine, shaped like a strategy so that ``measuring.measure`` can run it."""
 
     def __init__(self, name, **engine_options):
         self.name = name
@@ -54,12 +55,12 @@ def run(repeat=2000):
         SQLAlchemyEngine("sqlalchemy_pre_ping", pool_pre_ping=True),
     ]
     try:
-        S.measure(contenders, repeat=50)  # warm up: first connects, the server's caches
-        samples = S.measure(contenders, repeat=repeat)
+        measuring.measure(contenders, repeat=50)  # warm up: first connects, the server's caches
+        samples = measuring.measure(contenders, repeat=repeat)
     finally:
         for contender in contenders:
             contender.close()
-    summary = S.summarize(samples, floor=FLOOR).round({"median_us": 1, "p99_us": 1, "ratio": 2})
+    summary = measuring.summarize(samples, floor=FLOOR).round({"median_us": 1, "p99_us": 1, "ratio": 2})
     rows = summary.rename_axis("name").reset_index().to_dict("records")
     return {"floor_us": summary.loc[FLOOR, "median_us"], "strategies": rows}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import app
 import models
+import faults
 import strategies as S
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +66,7 @@ def main(argv=None):
     try:
         picture(server, recorder, "/person/first", '{"id": 1, "firstname": "John", "surname": "Bob"}',
                 args.out / "person.png")
-        S.kill(S.connection_id(naive.db))  # the seed's `kill 30`
+        faults.kill(S.connection_id(naive.db))  # the seed's `kill 30`
         picture(server, recorder, "/person/first", "(2013, 'Lost connection to server during query')",
                 args.out / "broken.png")
     finally:

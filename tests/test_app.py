@@ -5,6 +5,7 @@ import pytest
 
 import app
 import models
+import faults
 import strategies as S
 
 
@@ -35,10 +36,22 @@ def test_the_seed_routes(serve):
 def test_a_killed_naive_connection_breaks_every_later_request(serve):
     naive = S.Naive()
     server = serve(naive)
-    assert server.get("/person/first").startswith("200")
-    S.kill(S.connection_id(naive.db))
-    assert "peewee.OperationalError: (2013, 'Lost connection to server during query')" in server.get("/person/first")
-    assert "peewee.OperationalError: (2006, 'Server has gone away')" in server.get("/person/first")
+    assert server.get_each_thread("/person/first") == {'200 {"id": 1, "firstname": "John", "surname": "Bob"}': 8}
+    assert len(naive.connection_ids()) == 9  # one per server thread, and the one Naive opened at the start
+    for connection_id in naive.connection_ids():
+        faults.kill(connection_id)
+    lost = "500 Internal Server Error\n\npeewee.OperationalError: (2013, 'Lost connection to server during query')"
+    gone = "500 Internal Server Error\n\npeewee.OperationalError: (2006, 'Server has gone away')"
+    assert server.get_each_thread("/person/first") == {lost: 8}
+    assert server.get_each_thread("/person/first") == {gone: 8}
+
+
+def test_each_server_thread_has_a_connection_of_its_own(serve):
+    server = serve(S.Ping())
+    answers = [json.loads(server.get("/whoami").split(" ", 1)[1]) for _ in range(16)]
+    connections = [answer["connection"] for answer in answers]
+    assert len(set(connections)) == 8 and connections[:8] == connections[8:]  # the threads take turns
+    assert all(answer["own_answer"] for answer in answers)
 
 
 def test_the_end_hook_runs_when_the_view_fails(serve, monkeypatch):

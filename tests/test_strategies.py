@@ -3,16 +3,18 @@ import time
 
 import pytest
 
+import faults
+import measuring
 import strategies as S
 
-READ = S.select_one
+READ = measuring.select_one
 
 
 def outcomes(strategy, fault, requests=3, work=READ):
     """One good request, then ``fault(strategy)``, then ``requests`` more: each ``ok`` or an error code."""
-    assert S.attempt(strategy, work)[0] == "ok"
+    assert measuring.attempt(strategy, work)[0] == "ok"
     fault(strategy)
-    return [code_of(S.attempt(strategy, work)) for _ in range(requests)]
+    return [code_of(measuring.attempt(strategy, work)) for _ in range(requests)]
 
 
 def code_of(result):
@@ -22,17 +24,17 @@ def code_of(result):
 
 def kill_between(strategy):
     if not strategy.db.is_closed():  # per-request holds no connection between requests
-        S.kill(S.connection_id(strategy.db))
+        faults.kill(S.connection_id(strategy.db))
 
 
 def expire(strategy):
     with strategy.request() as db:
-        S.expire_after(db, 1)
+        faults.expire_after(db, 1)
     time.sleep(2)
 
 
 def restart(strategy):
-    message = S.restart_server()
+    message = faults.restart_server()
     if message.startswith("skipped"):
         pytest.skip(message)
 
@@ -66,7 +68,7 @@ def test_faults_between_requests(make, name, fault):
 
 
 def slow_query_killed(db):
-    with S.kill_during(S.connection_id(db)):
+    with faults.kill_during(S.connection_id(db)):
         return db.execute_sql("SELECT SLEEP(2)").fetchone()[0]
 
 
@@ -76,7 +78,7 @@ def slow_query_killed(db):
 ])
 def test_a_kill_in_the_middle_of_a_query(make, name, expected):
     strategy = make(name)
-    assert [code_of(S.attempt(strategy, slow_query_killed)), code_of(S.attempt(strategy, READ))] == expected
+    assert [code_of(measuring.attempt(strategy, slow_query_killed)), code_of(measuring.attempt(strategy, READ))] == expected
 
 
 @pytest.fixture
@@ -103,10 +105,10 @@ def insert_with_cut(link, request_id):
     ("safe_reconnect", "OutcomeUnknown", 1),  # told the caller instead
 ])
 def test_a_reply_lost_after_a_write(make, events, name, result, rows):
-    with S.LinkCutter() as link:
+    with faults.LinkCutter() as link:
         strategy = make(name, db=S.database(S.STRATEGIES[name].database_class, port=link.port))
-        assert S.attempt(strategy, READ)[0] == "ok"  # connected before the link is armed
-        kind, value = S.attempt(strategy, insert_with_cut(link, 7))
+        assert measuring.attempt(strategy, READ)[0] == "ok"  # connected before the link is armed
+        kind, value = measuring.attempt(strategy, insert_with_cut(link, 7))
         assert link.cuts == 1
     assert (kind if kind == "ok" else value.split("(")[0]) == result
     assert events(7) == rows
@@ -116,16 +118,16 @@ def test_safe_reconnect_retries_a_write_declared_idempotent(make, server_up):
     db = S.database()
     db.execute_sql("CREATE TABLE IF NOT EXISTS test_keyed (request_id INT PRIMARY KEY)")
     try:
-        with S.LinkCutter() as link:
+        with faults.LinkCutter() as link:
             strategy = make("safe_reconnect", db=S.database(S.SafeReconnectMySQLDatabase, port=link.port))
-            S.attempt(strategy, READ)
+            measuring.attempt(strategy, READ)
 
             def keyed_insert(db):
                 link.cut_next_reply()
                 with db.idempotent_writes():
                     return db.execute_sql("INSERT IGNORE INTO test_keyed (request_id) VALUES (7)").rowcount
 
-            assert S.attempt(strategy, keyed_insert) == ("ok", 0)  # the retry found the row there
+            assert measuring.attempt(strategy, keyed_insert) == ("ok", 0)  # the retry found the row there
         assert db.execute_sql("SELECT COUNT(*) FROM test_keyed").fetchone()[0] == 1
     finally:
         db.execute_sql("DROP TABLE test_keyed")
@@ -135,9 +137,9 @@ def test_safe_reconnect_retries_a_write_declared_idempotent(make, server_up):
 def test_safe_reconnect_retries_a_write_that_was_never_sent(make, events):
     strategy = make("safe_reconnect")
     with strategy.request() as db:
-        S.expire_after(db, 1)
+        faults.expire_after(db, 1)
     time.sleep(2)  # the server hangs up before the write: the client sees 2006 and nothing ran
-    assert S.attempt(strategy, lambda db: db.execute_sql("INSERT INTO test_event (request_id) VALUES (8)"))[0] == "ok"
+    assert measuring.attempt(strategy, lambda db: db.execute_sql("INSERT INTO test_event (request_id) VALUES (8)"))[0] == "ok"
     assert events(8) == 1
 
 
@@ -148,12 +150,12 @@ def test_no_reconnect_inside_a_transaction(make, events, name):
     def transfer(db):
         with db.atomic():
             db.execute_sql("INSERT INTO test_event (request_id) VALUES (9)")
-            S.kill(S.connection_id(db))
+            faults.kill(S.connection_id(db))
             db.execute_sql("INSERT INTO test_event (request_id) VALUES (9)")
 
-    assert code_of(S.attempt(strategy, transfer)) in (2006, 2013)
+    assert code_of(measuring.attempt(strategy, transfer)) in (2006, 2013)
     assert events(9) == 0  # the first insert was rolled back with the connection, not replayed
-    assert S.attempt(strategy, READ)[0] == "ok"
+    assert measuring.attempt(strategy, READ)[0] == "ok"
 
 
 def test_ping_cannot_close_the_race(make):
@@ -161,7 +163,7 @@ def test_ping_cannot_close_the_race(make):
     with strategy.request() as db:
         pass  # the ping said alive ...
     with pytest.raises(S.OperationalError) as error:
-        S.kill(S.connection_id(strategy.db))  # ... and the connection dies before the query
+        faults.kill(S.connection_id(strategy.db))  # ... and the connection dies before the query
         strategy.db.execute_sql("SELECT 1")
     assert S.error_code(error.value) == 2013
 
@@ -181,10 +183,10 @@ def test_is_read():
 
 def test_safe_reconnect_waits_for_a_restarting_server(make):
     strategy = make("safe_reconnect")
-    assert S.attempt(strategy, READ) == ("ok", 1)
-    with S.server_down(1.0) as what_happened:
+    assert measuring.attempt(strategy, READ) == ("ok", 1)
+    with faults.server_down(1.0) as what_happened:
         if what_happened.startswith("skipped"):
             pytest.skip(what_happened)
         started = time.monotonic()
-        assert S.attempt(strategy, READ) == ("ok", 1)
+        assert measuring.attempt(strategy, READ) == ("ok", 1)
         assert time.monotonic() - started > 0.5  # it waited, instead of failing at once

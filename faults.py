@@ -1,0 +1,231 @@
+"""The real faults the course breaks connections with: a ``KILL``, an expired ``wait_timeout``, a
+restart of the local server, and a TCP relay that cuts the link around one statement.
+
+None of them is a mock: each does to the server, or to the bytes between client and server,
+what an admin, the server itself or a network does in production.
+"""
+import os
+import socket
+import threading
+from contextlib import contextmanager
+
+import MySQLdb
+
+import config
+import localdb
+
+
+def kill(connection_id):
+    """``KILL`` a connection from a connection of its own, as an admin at the ``mysql>`` prompt would."""
+    admin = MySQLdb.connect(**config.connect_kwargs())
+    try:
+        admin.cursor().execute(f"KILL {int(connection_id)}")
+    finally:
+        admin.close()
+
+
+def connections_of_the_course_user():
+    """The ids of every connection of the course's user but the asker's, in any process: an app's,
+    a worker's, a notebook's. (A user without the PROCESS privilege sees only its own.)"""
+    admin = MySQLdb.connect(**config.connect_kwargs())
+    try:
+        cursor = admin.cursor()
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()",
+                       (config.DB_USER,))
+        return sorted(row[0] for row in cursor.fetchall())
+    finally:
+        admin.close()
+
+
+def kill_all(connection_ids):
+    """``KILL`` each connection; one that has gone meanwhile is no error."""
+    for connection_id in connection_ids:
+        try:
+            kill(connection_id)
+        except MySQLdb.OperationalError as error:
+            if error.args[0] != 1094:  # unknown thread id: it closed on its own
+                raise
+
+
+@contextmanager
+def kill_during(connection_id, after=0.3):
+    """Kill the connection ``after`` seconds into the block: run a slow query inside it."""
+    timer = threading.Timer(after, kill, [connection_id])
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+
+
+def expire_after(db, seconds=1):
+    """Make the server drop ``db``'s connection once it has been idle ``seconds``: idle past it next.
+
+    The real ``wait_timeout`` (8 hours by default), shortened for this one session. It is sent on
+    the driver's connection directly: it is the fault, not a setting of the app's.
+    """
+    db.connection().cursor().execute(f"SET SESSION wait_timeout = {int(seconds)}")
+
+
+def restart_server():
+    """Restart the local server, cutting every connection; with your own server, say it is skipped."""
+    if not config.LOCAL_SERVER:
+        return "skipped: DB_HOST points at your own server, and the course does not restart it"
+    localdb.restart()
+    return "server restarted"
+
+
+@contextmanager
+def server_down(seconds):
+    """Stop the local server as the block starts and start it again ``seconds`` later, in the
+    background; the block ends when the server is back. Yields what happened, in words."""
+    if not config.LOCAL_SERVER:
+        yield "skipped: DB_HOST points at your own server, and the course does not stop it"
+        return
+    localdb.stop()
+    restart = threading.Timer(seconds, localdb.start)
+    restart.start()
+    try:
+        yield f"server stopped; it starts again in {seconds} s"
+    finally:
+        restart.join()
+
+
+COM_QUERY = 3  # the MySQL protocol's command byte for a text statement
+
+
+class LinkCutter:
+    """A TCP relay between the client and the server that can cut the link around a statement.
+
+    - ``cut_next_reply()``: the server receives the statement and does the work (a write is
+      committed), then its answer is dropped and both sides are hung up. The client sees 2013.
+    - ``cut_next_statement()``: the statement is dropped before it reaches the server, and both
+      sides are hung up. The server never ran it; the client sees 2013 all the same.
+
+    Each strikes the next statement of ``connection`` (the client's, ``db.connection()``), or of
+    any connection open at that moment; ``statement``, a prefix such as ``"COMMIT"``, strikes only
+    the next statement that starts with it, and then on any connection, also ones opened later
+    (a handshake is never a statement). ``times`` strikes that many. Connect with
+    ``strategies.database(port=relay.port)``.
+    """
+
+    def __init__(self, host=None, port=None):
+        self.target = (host or config.DB_HOST, port or config.DB_PORT)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cuts = 0
+        self._rules = []  # [before, statement prefix or None, strikes left, server-side sockets or None for any]
+        self._reply_due = set()  # server-side sockets whose next answer is to be dropped
+        self._lock = threading.Lock()
+        self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_next_reply(self, connection=None, statement=None, times=1):
+        self._arm(connection, False, statement, times)
+
+    def cut_next_statement(self, connection=None, statement=None, times=1):
+        self._arm(connection, True, statement, times)
+
+    def _arm(self, connection, before, statement, times):
+        prefix = statement.upper().encode() if statement else None
+        with self._lock:
+            self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
+            if connection is not None:
+                pair = self._pairs.get(_local_port(connection))
+                if pair is None:
+                    raise ValueError("that connection does not go through this relay (connect with its port)")
+                servers = {pair[1]}
+            elif prefix is None:
+                servers = {server for _, server in self._pairs.values()}
+            else:
+                servers = None
+            self._rules.append([before, prefix, times, servers])
+
+    def _accept(self):
+        while True:
+            try:
+                client, (_, client_port) = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()  # nothing to relay to: the client sees the server as down
+                continue
+            with self._lock:
+                self._pairs[client_port] = (client, server)
+            threading.Thread(target=self._pump, args=(client, server, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, server), daemon=True).start()
+
+    def _pump(self, source, sink, server):
+        to_server = sink is server
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if data and self._strikes(server, data, to_server):
+                data = b""  # swallowed, and the link is cut
+            if not data:
+                for end in (source, sink):
+                    _hang_up(end)
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def _strikes(self, server, data, to_server):
+        """True when ``data`` is to be dropped; notes a reply to drop when a statement goes through."""
+        with self._lock:
+            if not to_server:
+                if server not in self._reply_due:
+                    return False
+                self._reply_due.discard(server)
+                self.cuts += 1
+                return True
+            for rule in self._rules:
+                before, prefix, _, servers = rule
+                if (servers is None or server in servers) and _is_statement(data, prefix):
+                    rule[2] -= 1
+                    if rule[2] == 0:
+                        self._rules.remove(rule)
+                    if before:
+                        self.cuts += 1
+                        return True
+                    self._reply_due.add(server)
+                    return False
+            return False
+
+    def close(self):
+        self.listener.close()
+        for pair in self._pairs.values():
+            for end in pair:
+                _hang_up(end)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_statement(packet, prefix):
+    """True when ``packet`` carries a text statement (starting with ``prefix``, if given)."""
+    if len(packet) < 5 or packet[3] != 0 or packet[4] != COM_QUERY:  # a command starts at sequence 0
+        return False
+    return prefix is None or packet[5:].lstrip().upper().startswith(prefix)
+
+
+def _local_port(connection):
+    """The client's own port of a MySQLdb connection: the port the relay sees it come from."""
+    with socket.socket(fileno=os.dup(connection.fileno())) as sock:
+        return sock.getsockname()[1]
+
+
+def _hang_up(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
