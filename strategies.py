@@ -353,12 +353,15 @@ def is_read(sql):
     first = _words(sql, 1)
     if not first or first[0] not in READ_STATEMENTS or words & NOT_A_READ_WORDS:
         return False
-    if ";" in bare.rstrip().rstrip(";") or ":=" in bare or "@" in bare:
-        return False  # a second statement, or a variable assigned or read
+    if ";" in bare.rstrip().rstrip(";") or ":=" in bare:
+        return False  # a second statement, or a variable assigned
     for qualifier, name in re.findall(r"(\.\s*)?\b([A-Z_][A-Z0-9_$]*)\s*\(", bare):
         if qualifier or name not in PURE_FUNCTIONS | KEYWORDS_BEFORE_PARENTHESIS:
             return False  # a stored function, or one this list does not know to be harmless
     return True
+
+
+TABLE_LOCKS = "table locks (LOCK TABLES)"
 
 
 def session_change(sql):
@@ -380,6 +383,8 @@ def session_change(sql):
         return "a temporary table"
     if words[0] in ("PREPARE", "USE"):
         return f"{words[0]} ..."
+    if words[:2] in (["LOCK", "TABLE"], ["LOCK", "TABLES"]):
+        return TABLE_LOCKS
     if re.search(r"\bGET_LOCK\s*\(", bare):
         return "a GET_LOCK() lock"
     if ":=" in bare or re.search(r"\bINTO\s+@", bare):
@@ -388,14 +393,12 @@ def session_change(sql):
 
 
 def transaction_change(sql):
-    """``"begin"`` or ``"end"`` when ``sql`` opens or closes a transaction (or table locks) by
-    hand, else None. (``SET autocommit = 0`` needs no reading: the server reports it.)"""
+    """``"begin"`` or ``"end"`` when ``sql`` opens or closes a transaction by hand, else None.
+    (``SET autocommit = 0`` needs no reading: the server reports it.)"""
     words = _words(sql, 3)
     if words[:2] == ["START", "TRANSACTION"] or words[:1] == ["BEGIN"] or words[:2] in (["XA", "START"], ["XA", "BEGIN"]):
         return "begin"
-    if words[:2] in (["LOCK", "TABLE"], ["LOCK", "TABLES"]):
-        return "begin"
-    if words[:1] in (["COMMIT"], ["UNLOCK"]) or (words[:1] == ["ROLLBACK"] and words[1:2] != ["TO"]):
+    if words[:1] == ["COMMIT"] or (words[:1] == ["ROLLBACK"] and words[1:2] != ["TO"]):
         return "end"
     if words[:2] in (["XA", "COMMIT"], ["XA", "ROLLBACK"]):
         return "end"
@@ -416,13 +419,14 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
     server has already closed is replaced: nothing has been sent on it, so nothing is at risk.
     After a disconnect error:
     - inside a transaction, however it began (peewee's ``atomic()``, ``START TRANSACTION``,
-      ``SET autocommit = 0``, ``LOCK TABLES``): ``TransactionLost`` (nothing of it was applied),
-      or ``OutcomeUnknown`` when the lost answer was the one to ``COMMIT``;
+      ``SET autocommit = 0``): ``TransactionLost`` (nothing of it was applied), or
+      ``OutcomeUnknown`` when the lost answer was the one to ``COMMIT``;
     - a read (``is_read()``) is retried;
     - a write is retried when it certainly never ran (``NOT_SENT``), or when the caller declared
       it idempotent with ``idempotent_writes()``; any other write raises ``OutcomeUnknown``, and
       so does a retried write that fails again after it may have run;
-    - while the session holds state the app made (``session_change()``), ``SessionLost``.
+    - while the session holds state the app made (``session_change()``: a ``SET``, a temporary
+      table, ``LOCK TABLES``, ``GET_LOCK()``), ``SessionLost``.
     Reconnecting waits for a restarting server, with a bounded back-off.
     """
 
@@ -444,7 +448,7 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
     # connection starts with nothing.
 
     def open_transaction(self):
-        """What keeps a transaction (or table locks) open on this thread's connection, or None."""
+        """What keeps a transaction open on this thread's connection, or None."""
         if self.in_transaction():
             return "peewee's atomic()"
         if self.is_closed():
@@ -471,6 +475,8 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         state = session_change(sql)
         if state and not getattr(conn, "session_state", None):
             conn.session_state = state
+        elif _words(sql, 2) == ["UNLOCK", "TABLES"] and getattr(conn, "session_state", None) == TABLE_LOCKS:
+            conn.session_state = None
 
     def execute_sql(self, sql, params=None):
         if self.open_transaction() is None:
@@ -566,7 +572,14 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
             return super().begin(*args, **kwargs)
 
     def commit(self):
-        """``COMMIT``: a lost answer is ``OutcomeUnknown``; a ``COMMIT`` never sent is ``TransactionLost``."""
+        """``COMMIT``: a lost answer is ``OutcomeUnknown``; a ``COMMIT`` never sent is ``TransactionLost``.
+
+        A connection the server hung up before the ``COMMIT`` is found before it is sent.
+        """
+        if self.server_hung_up():
+            self._state.conn.dead = True
+            raise TransactionLost(SERVER_GONE, "the server had closed the connection before COMMIT; it rolled "
+                                               "the transaction back: nothing of it was applied")
         try:
             return super().commit()
         except OperationalError as error:
