@@ -50,7 +50,7 @@ def kill_all(connection_ids):
 @contextmanager
 def kill_during(connection_id, after=0.3):
     """Kill the connection ``after`` seconds into the block: run a slow query inside it."""
-    timer = threading.Timer(after, kill, [connection_id])
+    timer = threading.Timer(after, kill_all, [[connection_id]])
     timer.start()
     try:
         yield

@@ -1,32 +1,55 @@
-"""A chaos run: every strategy on the same seeded mix of reads and writes, under real faults.
+"""A chaos run: every strategy on the same seeded mix of requests, from several client threads at
+once, through a threaded app, under real faults.
 
     python bench/chaos.py                                  # a table, with a progress bar
     python bench/chaos.py --requests 200 --seed 1 --json   # one JSON object
+    python bench/chaos.py --self-check                     # the harness sees what it claims to see
 
-Each write inserts a row with a client-chosen request id into ``chaos_write``, which has no
-unique key: a write applied twice shows as two rows. Every strategy meets the same requests and
-the same faults, on the same schedule. Afterwards the table is compared with what each strategy
-reported:
-- lost: writes acknowledged as done but missing from the table;
-- duplicates: request ids with more than one row;
-- unknown: writes reported as "outcome unknown"; ``unknown_landed`` says how many of them did land.
+Each strategy serves a small WSGI app on the course's threaded server (8 threads, a connection
+each), and 8 client threads send it the plan's requests over HTTP: reads; writes, each inserting
+a row with a client-chosen request id; and transactions of two inserts, through peewee's
+``atomic()`` or begun by hand with ``START TRANSACTION``. The table ``chaos_write`` has no unique
+key: a write applied twice shows as two rows. Faults strike between batches of requests (a
+``KILL`` of every connection the app holds, an expired ``wait_timeout``, a server restart) and
+inside single requests (a ``KILL`` during a slow read or between a transaction's two inserts, the
+link cut before an ``INSERT`` reaches the server or after it ran, the answer to a ``COMMIT``
+lost). Afterwards the table is compared with what each request was told:
+- lost: requests answered "done" whose rows are not all in the table;
+- duplicates: request ids with a row written twice;
+- torn: transactions with some of their rows and not the others;
+- unknown: requests answered "outcome unknown"; ``unknown_landed`` of them did land.
 A failed request is charged to the kind of the last fault before it.
 """
 import argparse
 import json
 import random
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from urllib.parse import parse_qs
 
+from werkzeug.wrappers import Request, Response
+
+import app
 import config
 import faults
-import measuring
 import strategies as S
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
-FAULTS = ["kill_between", "kill_during", "expire", "restart", "link_cut"]
-WRITE_SHARE = 0.3
+BETWEEN = ["kill_between", "expire", "restart"]  # strike every connection the app holds, between batches
+DURING = {  # strike one request, and the kinds of request they strike
+    "kill_during": ["read"],
+    "kill_in_transaction": ["atomic", "raw_transaction"],
+    "cut_before_insert": ["write", "raw_transaction"],
+    "cut_after_insert": ["write", "raw_transaction"],
+    "cut_after_commit": ["atomic", "raw_transaction"],
+}
+FAULTS = BETWEEN + list(DURING)
+MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
+ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
+THREADS = 8
 
 
 @dataclass
@@ -38,126 +61,258 @@ class Tally:
     acked_writes: int = 0
     lost: int = 0
     duplicates: int = 0
+    torn: int = 0
     unknown: int = 0
     unknown_landed: int = 0
     failed_by_fault: dict = field(default_factory=dict)
+    faults_by_kind: dict = field(default_factory=dict)
+    errors_by_kind: dict = field(default_factory=dict)
 
 
 def plan(requests, seed, fault_every=35):
-    """The run's schedule: for each request, whether it writes, and the fault (or None) just before it.
+    """The run's schedule: a list of ``(kind of request, fault or None)``, and, between them,
+    ``(None, fault)`` for a fault between batches.
 
     Faults come every ``fault_every`` requests on average (between 4/7 and 10/7 of it apart).
-    A cut link always strikes a write, the case that matters; a kill during a request, a slow read.
+    A fault that strikes a request picks a request it can strike: a cut link a write, a kill
+    between two inserts a transaction.
     """
     rng = random.Random(seed)
-    faults = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
+    faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
     low, high = max(1, fault_every * 4 // 7), max(1, fault_every * 10 // 7)
     steps, gap = [], rng.randint(low, high)
     for _ in range(requests):
         gap -= 1
         fault = None
         if gap == 0:
-            fault, gap = rng.choice(faults), rng.randint(low, high)
-        writes = fault == "link_cut" or (fault != "kill_during" and rng.random() < WRITE_SHARE)
-        steps.append((writes, fault))
+            fault, gap = rng.choice(faults_here), rng.randint(low, high)
+        if fault in BETWEEN:
+            steps.append((None, fault))
+            fault = None
+        kinds = DURING.get(fault, list(MIX))
+        kind = rng.choices(kinds, weights=[MIX[k] for k in kinds])[0]
+        steps.append((kind, fault))
     return steps
 
 
-def run(name, steps, on_request=lambda: None):
+class ChaosApp:
+    """The requests of the run as a WSGI app: ``/<kind>/<request id>?fault=<fault>``; each runs in
+    ``strategy.request()`` and answers ``ok``, or 500 with the error's class and code."""
+
+    def __init__(self, strategy, link):
+        self.strategy, self.link = strategy, link
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        _, kind, request_id = request.path.split("/")
+        fault = parse_qs(request.query_string.decode()).get("fault", [None])[0]
+        try:
+            with self.strategy.request() as db:
+                getattr(self, kind)(db, int(request_id), fault)
+            response = Response("ok")
+        except Exception as error:  # every failure is counted by its class: none may be hidden
+            response = Response(f"{type(error).__name__} {S.error_code(error)}", status=500)
+        return response(environ, start_response)
+
+    def insert(self, db, request_id, part):
+        db.execute_sql("INSERT INTO chaos_write (request_id, part) VALUES (%s, %s)", (request_id, part))
+
+    def arm(self, db, fault):
+        """The cuts, on this request's own connection (a dead one has nothing left to cut)."""
+        if fault not in ("cut_before_insert", "cut_after_insert", "cut_after_commit") or db.is_closed():
+            return
+        try:
+            db.connection().fileno()
+        except S.MySQLdb.Error:
+            return  # the client closed it after an earlier error: the request meets it as it is
+        if fault == "cut_before_insert":
+            self.link.cut_next_statement(db.connection(), statement="INSERT")
+        elif fault == "cut_after_insert":
+            self.link.cut_next_reply(db.connection(), statement="INSERT")
+        elif fault == "cut_after_commit":
+            self.link.cut_next_reply(db.connection(), statement="COMMIT")
+
+    def read(self, db, request_id, fault):
+        if fault == "kill_during":
+            with faults.kill_during(S.connection_id(db), after=0.05):
+                return db.execute_sql("SELECT SLEEP(0.3)").fetchone()
+        return db.execute_sql("SELECT 1").fetchone()
+
+    def write(self, db, request_id, fault):
+        self.arm(db, fault)
+        self.insert(db, request_id, 0)
+
+    def atomic(self, db, request_id, fault):
+        with db.atomic():
+            self.arm(db, fault)
+            self.insert(db, request_id, 0)
+            self.kill_if(db, fault)
+            self.insert(db, request_id, 1)
+
+    def raw_transaction(self, db, request_id, fault):
+        db.execute_sql("START TRANSACTION")
+        try:
+            self.insert(db, request_id, 0)
+            self.kill_if(db, fault)
+            self.arm(db, fault)
+            self.insert(db, request_id, 1)
+            db.execute_sql("COMMIT")
+        except BaseException:
+            if not db.is_closed():
+                try:
+                    db.execute_sql("ROLLBACK")
+                except Exception:
+                    pass  # the connection is gone: the server rolled back already
+            raise
+
+    def kill_if(self, db, fault):
+        if fault == "kill_in_transaction":
+            faults.kill(S.connection_id(db))
+
+    def expire(self, db, request_id, fault):
+        faults.expire_after(db, 1)
+
+
+def strike_between(fault, strategy, server):
+    """A fault between batches, on every connection the app holds (per-request holds none)."""
+    if fault == "restart":
+        faults.restart_server()
+    elif fault == "kill_between":
+        faults.kill_all(strategy.connection_ids())
+    elif fault == "expire":
+        for _ in range(THREADS):  # one request on each server thread shortens its connection's wait_timeout
+            app.get(f"{server.url}/expire/0")
+        time.sleep(1.5)
+
+
+def run(name, steps, on_request=lambda: None, threads=THREADS):
     """Run one strategy through ``steps`` against a fresh ``chaos_write`` table; its tally."""
-    admin = S.database()
+    admin = S.database(S.SafeReconnectMySQLDatabase)
     admin.execute_sql("DROP TABLE IF EXISTS chaos_write")
-    admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
-    tally, acked, unknown, last_fault = Tally(name), [], [], None
+    admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL, "
+                      "part INT NOT NULL)")
+    tally, answers, last_fault = Tally(name), {}, {}
     with faults.LinkCutter() as link:
-        cls = S.STRATEGIES[name]
+        cls = STRATEGIES[name]
         strategy = cls(S.database(cls.database_class, port=link.port))
-        for request_id, (writes, fault) in enumerate(steps, 1):
-            if fault:
-                tally.faults += 1
-                last_fault = fault
-                strike_between(fault, strategy)
-            work = insert(request_id) if writes else measuring.select_one
-            if fault in ("kill_during", "link_cut"):
-                work = strike_during(fault, work, link)
-            try:
-                with strategy.request() as db:
-                    work(db)
-                if writes:
-                    acked.append(request_id)
-            except (S.OperationalError, S.InterfaceError) as error:
-                tally.failed += 1
-                tally.failed_by_fault[last_fault] = tally.failed_by_fault.get(last_fault, 0) + 1
-                if isinstance(error, S.OutcomeUnknown):
-                    unknown.append(request_id)
-            tally.requests += 1
+        server = app.Server(ChaosApp(strategy, link), threads=threads)
+
+        def send(numbered_step):
+            request_id, (kind, fault) = numbered_step
+            query = f"?fault={fault}" if fault else ""
+            answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}{query}")
             on_request()
+
+        batch, current_fault = [], None
+        with ThreadPoolExecutor(threads) as clients:
+            for request_id, (kind, fault) in enumerate(steps + [(None, None)], 1):
+                if fault:
+                    tally.faults_by_kind[fault] = tally.faults_by_kind.get(fault, 0) + 1
+                    current_fault = fault
+                if kind is None:  # the end of a batch: run it, then strike between
+                    list(clients.map(send, batch))
+                    batch = []
+                    if fault:
+                        strike_between(fault, strategy, server)
+                    continue
+                last_fault[request_id] = current_fault
+                batch.append((request_id, (kind, fault)))
+        server.stop()
         strategy.close()
-    S.reconnect_if_dead(admin)  # a restart may have cut it
-    rows = dict(admin.execute_sql("SELECT request_id, COUNT(*) FROM chaos_write GROUP BY request_id").fetchall())
+    rows = {}
+    for request_id, part, count in admin.execute_sql(
+            "SELECT request_id, part, COUNT(*) FROM chaos_write GROUP BY request_id, part").fetchall():
+        rows.setdefault(request_id, {})[part] = count
     admin.execute_sql("DROP TABLE chaos_write")
-    admin.close()
-    tally.acked_writes = len(acked)
-    tally.lost = sum(1 for r in acked if r not in rows)
-    tally.duplicates = sum(1 for n in rows.values() if n > 1)
-    tally.unknown = len(unknown)
-    tally.unknown_landed = sum(1 for r in unknown if r in rows)
+    admin.close_all()
+    tally_up(tally, steps, answers, rows, last_fault)
     return tally
 
 
-def insert(request_id):
-    def work(db):
-        db.execute_sql("INSERT INTO chaos_write (request_id) VALUES (%s)", (request_id,))
-    return work
+def tally_up(tally, steps, answers, rows, last_fault):
+    """Fill ``tally`` from what each request was told and what the table holds."""
+    numbered = [(i, kind) for i, (kind, _) in enumerate(steps, 1) if kind is not None]
+    tally.requests = len(numbered)
+    tally.faults = sum(tally.faults_by_kind.values())
+    for request_id, kind in numbered:
+        answer, found = answers[request_id], rows.get(request_id, {})
+        expected = ROWS[kind]
+        tally.duplicates += any(n > 1 for n in found.values())
+        tally.torn += 0 < len(found) < expected
+        if answer.startswith("200"):
+            if expected:
+                tally.acked_writes += 1
+                tally.lost += len(found) < expected
+            continue
+        tally.failed += 1
+        fault = last_fault.get(request_id)
+        tally.failed_by_fault[fault] = tally.failed_by_fault.get(fault, 0) + 1
+        error = answer.split()[1]
+        tally.errors_by_kind[error] = tally.errors_by_kind.get(error, 0) + 1
+        if error == "OutcomeUnknown":
+            tally.unknown += 1
+            tally.unknown_landed += len(found) == expected
 
 
-def alive(db):
-    """True when ``db`` holds a live connection. A dead one has nothing left to break, and its id
-    may belong to another connection after a restart, so it must not be killed."""
-    return not db.is_closed() and db.is_connection_usable()
+# Two deliberately wrong strategies, for --self-check only: the harness must see what each does.
+
+class AcksDroppedDatabase(S.SafeReconnectMySQLDatabase):
+    """WRONG on purpose: a write whose connection was lost is reported done, whatever became of it."""
+
+    def execute_sql(self, sql, params=None):
+        try:
+            return super().execute_sql(sql, params)
+        except (S.OutcomeUnknown, S.TransactionLost):
+            if S.is_read(sql):
+                raise
+            return None
 
 
-def strike_between(fault, strategy):
-    """A fault between requests, on the connection the strategy holds (per-request holds none)."""
-    if fault == "restart":
-        faults.restart_server()
-    elif alive(strategy.db):
-        if fault == "kill_between":
-            faults.kill(S.connection_id(strategy.db))
-        elif fault == "expire":
-            faults.expire_after(strategy.db, 1)
-            time.sleep(1.5)
+class WritesTwiceDatabase(S.SafeReconnectMySQLDatabase):
+    """WRONG on purpose: every write is taken for idempotent, so a write whose answer was lost is sent again."""
+
+    def execute_sql(self, sql, params=None):
+        with self.idempotent_writes():
+            return super().execute_sql(sql, params)
 
 
-def strike_during(fault, work, link):
-    """Wrap ``work`` so that the fault strikes while the request runs, on an open connection."""
-    def faulty(db):
-        db.connection()  # connect first: the fault is meant for the statement, not the handshake
-        if fault == "link_cut":
-            link.cut_next_reply()
-            return work(db)
-        if not alive(db):
-            return work(db)  # nothing to kill: the request meets the dead connection as it is
-        with faults.kill_during(S.connection_id(db), after=0.05):
-            return db.execute_sql("SELECT SLEEP(0.3)").fetchone()
-    return faulty
+class AcksDropped(S.SafeReconnect):
+    name = "wrong_acks_dropped"
+    database_class = AcksDroppedDatabase
 
 
-def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None):
+class WritesTwice(S.SafeReconnect):
+    name = "wrong_writes_twice"
+    database_class = WritesTwiceDatabase
+
+
+STRATEGIES = {**S.STRATEGIES, AcksDropped.name: AcksDropped, WritesTwice.name: WritesTwice}
+
+
+def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS):
     """Every strategy, one after another, through the same schedule; their tallies."""
     steps = plan(requests, seed, fault_every)
     tallies = []
     for name in names:
-        done = 0
+        done, lock = 0, threading.Lock()
 
         def tick():
             nonlocal done
-            done += 1
-            if progress and (done % 20 == 0 or done == requests):
-                progress(name, done, requests)
+            with lock:
+                done += 1
+                if progress and (done % 20 == 0 or done == requests):
+                    progress(name, done, requests)
 
-        tallies.append(run(name, steps, tick))
+        tallies.append(run(name, steps, tick, threads))
     return tallies
+
+
+def self_check(requests=300, seed=1, fault_every=10):
+    """Run the two wrong strategies; True when the counts show the loss and the doubling."""
+    dropped, doubled = run_all(requests, seed, fault_every, names=[AcksDropped.name, WritesTwice.name])
+    print(f"{dropped.name}: lost {dropped.lost} (must be > 0); {doubled.name}: duplicates {doubled.duplicates} "
+          f"(must be > 0)")
+    return dropped.lost > 0 and doubled.duplicates > 0
 
 
 def show_progress(name, done, total):
@@ -173,19 +328,27 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=2000, help="requests per strategy (default 2000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the request mix and fault schedule")
     parser.add_argument("--fault-every", type=int, default=35, help="requests between faults, on average")
+    parser.add_argument("--threads", type=int, default=THREADS, help="client threads, and server threads (default 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--self-check", action="store_true",
+                        help="run two deliberately wrong strategies; exit 1 unless the counts show what they did")
     args = parser.parse_args(argv)
+    if args.self_check:
+        return 0 if self_check() else 1
     started = time.monotonic()
-    tallies = run_all(args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress)
+    tallies = run_all(args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
+                      threads=args.threads)
     if args.json:
-        print(json.dumps({"strategies": [asdict(t) for t in tallies]}))
-        return
-    columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "unknown", "unknown_landed"]
+        print(json.dumps({"threads": args.threads, "strategies": [asdict(t) for t in tallies]}))
+        return 0
+    columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed"]
     print(f"{'strategy':17}" + "".join(f"{c:>15}" for c in columns))
     for tally in tallies:
         print(f"{tally.name:17}" + "".join(f"{getattr(tally, c):>15}" for c in columns))
-    print(f"\n{args.requests} requests per strategy, seed {args.seed}, in {time.monotonic() - started:.0f} s")
+    print(f"\n{args.requests} requests per strategy from {args.threads} threads, seed {args.seed}, "
+          f"in {time.monotonic() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
