@@ -204,14 +204,16 @@ def create_app():
 class Gunicorn:
     """The app under gunicorn, the pre-fork server, on 127.0.0.1 and a free port: a master process
     that forks ``workers`` worker processes of ``threads`` threads each. With ``preload`` the app
-    (and whatever connection it opens) is made in the master, before the fork.
+    (and whatever connection it opens) is made in the master, before the fork; with
+    ``max_requests`` each worker exits after that many requests and the master forks a new one.
     """
 
-    def __init__(self, strategy="naive", workers=2, threads=4, preload=False, timeout=30):
+    def __init__(self, strategy="naive", workers=2, threads=4, preload=False, max_requests=0, timeout=30):
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                   "--threads", str(threads), "--timeout", str(timeout), "--log-level", "warning"]
+                   "--threads", str(threads), "--max-requests", str(max_requests), "--timeout", str(timeout),
+                   "--log-level", "warning"]
         if preload:
             command.append("--preload")
         self.process = subprocess.Popen(

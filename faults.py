@@ -218,7 +218,8 @@ def _is_statement(packet, prefix):
 
 
 def _local_port(connection):
-    """The client's own port of a MySQLdb connection: the port the relay sees it come from."""
+    """The client's own port of a MySQLdb connection: the port the relay sees it come from.
+    (``OSError`` or ``ValueError`` when the client has closed its socket already.)"""
     with socket.socket(fileno=os.dup(connection.fileno())) as sock:
         return sock.getsockname()[1]
 

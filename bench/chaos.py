@@ -121,16 +121,13 @@ class ChaosApp:
         """The cuts, on this request's own connection (a dead one has nothing left to cut)."""
         if fault not in ("cut_before_insert", "cut_after_insert", "cut_after_commit") or db.is_closed():
             return
+        cut, statement = {"cut_before_insert": (self.link.cut_next_statement, "INSERT"),
+                          "cut_after_insert": (self.link.cut_next_reply, "INSERT"),
+                          "cut_after_commit": (self.link.cut_next_reply, "COMMIT")}[fault]
         try:
-            db.connection().fileno()
-        except S.MySQLdb.Error:
-            return  # the client closed it after an earlier error: the request meets it as it is
-        if fault == "cut_before_insert":
-            self.link.cut_next_statement(db.connection(), statement="INSERT")
-        elif fault == "cut_after_insert":
-            self.link.cut_next_reply(db.connection(), statement="INSERT")
-        elif fault == "cut_after_commit":
-            self.link.cut_next_reply(db.connection(), statement="COMMIT")
+            cut(db.connection(), statement=statement)
+        except (OSError, ValueError):
+            pass  # its socket is closed already: the request meets the dead connection as it is
 
     def read(self, db, request_id, fault):
         if fault == "kill_during":
