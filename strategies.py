@@ -504,8 +504,9 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         if write and code not in NOT_SENT and not idempotent:
             raise self._unknown(error, "this write was sent") from error
         if session:
-            raise SessionLost(code, f"the connection was lost, and with it the session's {session}: not retried on a "
-                                    f"new connection without it; set it up with init_command ({error.args[1]})") from error
+            raise SessionLost(code, f"the connection was lost, and with it what its session held ({session}): not "
+                                    f"retried on a new connection without it; give every connection its settings "
+                                    f"with init_command ({error.args[1]})") from error
         may_have_run = write and code not in NOT_SENT  # an idempotent write, sent before the loss
         try:
             self.reconnect()
@@ -555,8 +556,9 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         state = self.session_state()
         self._drop_connection()
         if state:
-            raise SessionLost(SERVER_GONE, f"the server had closed the connection, and with it the session's {state}: "
-                                           "nothing was sent; set it up with init_command")
+            raise SessionLost(SERVER_GONE, f"the server had closed the connection, and with it what its session "
+                                           f"held ({state}): nothing was sent; give every connection its settings "
+                                           "with init_command")
         self.reconnect()
 
     def begin(self, *args, **kwargs):

@@ -1,4 +1,4 @@
-"""The scoreboard's two plots, shared by notebooks/05_scoreboard.ipynb and docs/make_plots.py."""
+"""The scoreboard's two plots, shared by notebooks/07_scoreboard.ipynb and docs/make_plots.py."""
 import matplotlib.pyplot as plt
 from matplotlib.colors import LogNorm
 import pandas as pd
@@ -15,10 +15,10 @@ def failures_by_fault(tallies):
 def plot_failures(tallies):
     """A grid: failed requests per strategy and fault kind, and on the right what became of the writes."""
     table = failures_by_fault(tallies)
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(11, 4.2))
     norm = LogNorm(vmin=0.5, vmax=max(table.max().max(), 10))
     ax.imshow(table.clip(lower=0.5), cmap="Reds", norm=norm, aspect="auto")
-    ax.set_xticks(range(len(table.columns)), [c.replace("_", " ") for c in table.columns])
+    ax.set_xticks(range(len(table.columns)), [c.replace("_", " ") for c in table.columns], rotation=30, ha="left")
     ax.set_yticks(range(len(table.index)), table.index)
     ax.xaxis.tick_top()
     for row, name in enumerate(table.index):
@@ -28,12 +28,13 @@ def plot_failures(tallies):
     for row, tally in enumerate(tallies):
         writes = [f"{tally.duplicates} written twice"] if tally.duplicates else []
         writes += [f"{tally.lost} lost"] if tally.lost else []
+        writes += [f"{tally.torn} torn"] if tally.torn else []
         writes += [f"{tally.unknown} reported unknown"] if tally.unknown else []
         ax.text(len(table.columns) - 0.3, row, ", ".join(writes) or "no write lost or doubled", va="center",
-                color="darkred" if tally.duplicates or tally.lost else "black")
+                color="darkred" if tally.duplicates or tally.lost or tally.torn else "black")
     ax.set_title(f"Failed requests after each kind of fault ({tallies[0].requests} requests, "
                  f"{tallies[0].faults} faults per strategy), and the writes", pad=28)
-    fig.subplots_adjust(left=0.16, right=0.68, top=0.8, bottom=0.04)
+    fig.subplots_adjust(left=0.12, right=0.66, top=0.7, bottom=0.04)
     return fig
 
 

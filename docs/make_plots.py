@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/make_plots.py            # a full chaos run (2,000 requests per strategy) and the benchmark
 
-The same plots as notebooks/05_scoreboard.ipynb, from the same code (bench/plots.py).
+The same plots as notebooks/07_scoreboard.ipynb, from the same code (bench/plots.py).
 """
 import argparse
 from pathlib import Path
