@@ -10,6 +10,7 @@ closed the connection. Here the same two hooks come from the connection strategy
 A view that fails answers 500 with the error's class and message, the part of the seed's
 debugger page that matters. Every thread that serves requests has its own connection.
 """
+import http.client
 import json
 import os
 import queue
@@ -166,12 +167,15 @@ class Server:
 
 
 def get(url, timeout=30):
-    """GET ``url``; ``"status body"`` on one line."""
+    """GET ``url``; ``"status body"`` on one line, or ``"000 no answer (why)"`` when the server
+    hung up or did not answer within ``timeout`` seconds."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
+    except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
+        return f"000 no answer ({type(error).__name__})"
     return f"{status} {body.decode().strip()}"
 
 
@@ -226,11 +230,9 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited ({self.process.returncode}):\n{self.process.stdout.read()}")
-            try:
-                get(self.url + "/", timeout=2)
+            if not get(self.url + "/", timeout=2).startswith("000"):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn did not answer within {seconds} s")
 

@@ -96,7 +96,8 @@ def load(url, clients=8, requests=10, until=None):
 
 @pytest.mark.parametrize("name,connections", [(app.SEED, 1), ("naive", 2)])
 def test_preloaded_workers_share_the_seeds_connection_and_not_a_strategys(server_up, name, connections):
-    with app.Gunicorn(name, workers=2, threads=1, preload=True) as server:  # sync workers, as gunicorn's default
+    # sync workers, as gunicorn's default; a worker left waiting for an answer the other took is killed after 3 s
+    with app.Gunicorn(name, workers=2, threads=1, preload=True, timeout=3) as server:
         answers = load(server.url + "/whoami", requests=25)
     served = [json.loads(a.split(" ", 1)[1]) for a in answers if a.startswith("200")]  # shared, some may fail
     assert len({answer["process"] for answer in served}) == 2
