@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
+from functools import lru_cache
 
 import MySQLdb
 from peewee import InterfaceError, InternalError, MySQLDatabase, OperationalError
@@ -332,6 +333,7 @@ _LITERALS_AND_COMMENTS = re.compile(
     r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|(`(?:[^`]|``)*`)|/\*.*?\*/|(?:--\s|#)[^\n]*""", re.S)
 
 
+@lru_cache(maxsize=4096)  # an app sends the same few statements over and over: read each once
 def _bare(sql):
     """``sql`` upper-cased, with its strings and comments blanked and quoted names made ``NAME``."""
     if isinstance(sql, bytes):
@@ -612,6 +614,8 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         An idle connection never has anything to read; when it does, the server is gone. It costs
         a system call, not a round trip. ``poll()``, unlike ``select()``, takes any descriptor.
         """
+        if self.is_closed():
+            return True
         try:
             fd = self._state.conn.fileno()
         except MySQLdb.Error:

@@ -62,11 +62,11 @@ def main(argv=None):
     models.seed()
     naive = S.Naive()
     recorder = Recorder(app.App(naive))
-    server = app.Server(recorder)
+    server = app.Server(recorder, threads=1)  # the seed's app served one request at a time
     try:
         picture(server, recorder, "/person/first", '{"id": 1, "firstname": "John", "surname": "Bob"}',
                 args.out / "person.png")
-        faults.kill(S.connection_id(naive.db))  # the seed's `kill 30`
+        faults.kill_all(naive.connection_ids())  # the seed's `kill 30`: the app's one connection
         picture(server, recorder, "/person/first", "(2013, 'Lost connection to server during query')",
                 args.out / "broken.png")
     finally:

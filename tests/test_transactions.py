@@ -162,6 +162,36 @@ def test_run_transaction_reruns_a_deadlock_victim(rows, server_up):
     two.close_all()
 
 
+def test_run_transaction_reruns_after_a_lock_wait_timeout(rows, server_up):
+    holder = S.database(S.SafeReconnectMySQLDatabase)
+    waiter = S.database(S.SafeReconnectMySQLDatabase, init_command="SET innodb_lock_wait_timeout = 1")
+    locked = threading.Event()
+
+    def hold_the_row_for_a_while():  # on a thread of its own: the connection is that thread's
+        holder.execute_sql("INSERT INTO test_tx (id, request_id) VALUES (1, 0)")
+        holder.execute_sql("START TRANSACTION")
+        holder.execute_sql("UPDATE test_tx SET request_id = 1 WHERE id = 1")
+        locked.set()
+        time.sleep(1.5)
+        holder.execute_sql("COMMIT")
+
+    other = threading.Thread(target=hold_the_row_for_a_while)
+    other.start()
+    assert locked.wait(10)
+    tries = []
+
+    def bump(db):
+        tries.append(1)
+        db.execute_sql("UPDATE test_tx SET request_id = request_id + 1 WHERE id = 1")
+
+    S.run_transaction(waiter, bump)
+    other.join()
+    assert len(tries) == 2  # the first waited 1 s and failed with 1205; the second got the lock
+    assert rows(2) == 1
+    holder.close_all()
+    waiter.close_all()
+
+
 def test_run_transaction_reruns_an_unknown_commit_only_when_idempotent(rows, server_up):
     with faults.LinkCutter() as link:
         db = S.database(S.SafeReconnectMySQLDatabase, port=link.port)
@@ -196,9 +226,9 @@ def test_the_session_is_new_after_a_reconnect(server_up):
     ("SET SESSION time_zone = '+05:00'", "a session setting"),
     ("CREATE TEMPORARY TABLE scratch (a INT)", "a temporary table"),
     ("SELECT GET_LOCK('nightly-job', 0)", "a GET_LOCK() lock"),
-    ("LOCK TABLES person READ", "table locks"),
+    ("LOCK TABLES test_tx READ", "table locks"),
 ])
-def test_the_safe_reconnect_does_not_retry_without_the_session(server_up, safe, statement, state):
+def test_the_safe_reconnect_does_not_retry_without_the_session(rows, safe, statement, state):
     safe.execute_sql(statement)
     assert state in safe.session_state()
     kill_between(safe)
@@ -217,8 +247,8 @@ def test_init_command_gives_every_new_connection_its_settings(server_up):
     db.close_all()
 
 
-def test_unlock_tables_ends_the_table_locks(server_up, safe):
-    safe.execute_sql("LOCK TABLES person READ")
+def test_unlock_tables_ends_the_table_locks(rows, safe):
+    safe.execute_sql("LOCK TABLES test_tx READ")
     safe.execute_sql("UNLOCK TABLES")
     assert safe.session_state() is None
 
