@@ -1,5 +1,6 @@
 """The real faults the course breaks connections with: a ``KILL``, an expired ``wait_timeout``, a
-restart of the local server, and a TCP relay that cuts the link around one statement.
+restart of the local server, and a TCP relay that cuts the link around one statement, drops it
+silently, forgets idle connections as a NAT does, or puts the server a few milliseconds away.
 
 None of them is a mock: each does to the server, or to the bytes between client and server,
 what an admin, the server itself or a network does in production.
@@ -7,6 +8,7 @@ what an admin, the server itself or a network does in production.
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
 
 import MySQLdb
@@ -95,27 +97,40 @@ COM_QUERY = 3  # the MySQL protocol's command byte for a text statement
 
 
 class LinkCutter:
-    """A TCP relay between the client and the server that can cut the link around a statement.
+    """A TCP relay between the client and the server that breaks the link the ways networks do.
 
     - ``cut_next_reply()``: the server receives the statement and does the work (a write is
       committed), then its answer is dropped and both sides are hung up. The client sees 2013.
     - ``cut_next_statement()``: the statement is dropped before it reaches the server, and both
       sides are hung up. The server never ran it; the client sees 2013 all the same.
+    - ``drop_silently()``: from now on nothing goes through, either way, and nothing is closed:
+      what a NAT, a firewall or a load balancer does when it forgets a connection. The client
+      waits for an answer until its ``read_timeout``; the server keeps the connection (and its
+      transaction and locks) until its own ``wait_timeout``. With ``new_connections=True`` new
+      connections get no greeting either: a network that has gone, bounded by ``connect_timeout``.
+    - ``forget_idle_after``: a connection idle longer than that many seconds is dropped silently
+      when it is next used, as a NAT table forgets idle entries (often after 4 to 6 minutes).
+    - ``rtt_ms``: every packet waits half of it each way: the server is that many ms away.
 
-    Each strikes the next statement of ``connection`` (the client's, ``db.connection()``), or of
-    any connection open at that moment; ``statement``, a prefix such as ``"COMMIT"``, strikes only
-    the next statement that starts with it, and then on any connection, also ones opened later
-    (a handshake is never a statement). ``times`` strikes that many. Connect with
+    The cuts strike the next statement of ``connection`` (the client's, ``db.connection()``), or
+    of any connection open at that moment; ``statement``, a prefix such as ``"COMMIT"``, strikes
+    only the next statement that starts with it, and then on any connection, also ones opened
+    later (a handshake is never a statement). ``times`` strikes that many. Connect with
     ``strategies.database(port=relay.port)``.
     """
 
-    def __init__(self, host=None, port=None):
+    def __init__(self, host=None, port=None, rtt_ms=0, forget_idle_after=None):
         self.target = (host or config.DB_HOST, port or config.DB_PORT)
+        self.delay = rtt_ms / 2000  # seconds, each way
+        self.forget_idle_after = forget_idle_after
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.cuts = 0
         self._rules = []  # [before, statement prefix or None, strikes left, server-side sockets or None for any]
         self._reply_due = set()  # server-side sockets whose next answer is to be dropped
+        self._silenced = set()  # server-side sockets of connections dropped silently
+        self._silence_new = False
+        self._last_used = {}  # server-side socket -> when a packet last went through
         self._lock = threading.Lock()
         self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
         threading.Thread(target=self._accept, daemon=True).start()
@@ -126,16 +141,29 @@ class LinkCutter:
     def cut_next_statement(self, connection=None, statement=None, times=1):
         self._arm(connection, True, statement, times)
 
+    def drop_silently(self, connection=None, new_connections=False):
+        """Stop forwarding ``connection``'s packets (or every open connection's), closing nothing."""
+        with self._lock:
+            if connection is not None:
+                self._silenced.add(self._pair_of(connection)[1])
+            else:
+                self._silenced.update(server for _, server in self._pairs.values())
+            self._silence_new = self._silence_new or new_connections
+
+    def _pair_of(self, connection):
+        self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
+        pair = self._pairs.get(_local_port(connection))
+        if pair is None:
+            raise ValueError("that connection does not go through this relay (connect with its port)")
+        return pair
+
     def _arm(self, connection, before, statement, times):
         prefix = statement.upper().encode() if statement else None
         with self._lock:
-            self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
             if connection is not None:
-                pair = self._pairs.get(_local_port(connection))
-                if pair is None:
-                    raise ValueError("that connection does not go through this relay (connect with its port)")
-                servers = {pair[1]}
+                servers = {self._pair_of(connection)[1]}
             elif prefix is None:
+                self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
                 servers = {server for _, server in self._pairs.values()}
             else:
                 servers = None
@@ -154,6 +182,9 @@ class LinkCutter:
                 continue
             with self._lock:
                 self._pairs[client_port] = (client, server)
+                self._last_used[server] = time.monotonic()
+                if self._silence_new:
+                    self._silenced.add(server)
             threading.Thread(target=self._pump, args=(client, server, server), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, server), daemon=True).start()
 
@@ -164,16 +195,32 @@ class LinkCutter:
                 data = source.recv(65536)
             except OSError:
                 data = b""
+            if data and self._silent(server):
+                continue  # swallowed without a word, and the link stays open
             if data and self._strikes(server, data, to_server):
                 data = b""  # swallowed, and the link is cut
             if not data:
+                if server in self._silenced:  # one side hung up; the other is never told
+                    _hang_up(source)
+                    return
                 for end in (source, sink):
                     _hang_up(end)
                 return
+            if self.delay:
+                time.sleep(self.delay)
             try:
                 sink.sendall(data)
             except OSError:
                 return
+
+    def _silent(self, server):
+        """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
+        with self._lock:
+            now = time.monotonic()
+            if self.forget_idle_after is not None and now - self._last_used.get(server, now) > self.forget_idle_after:
+                self._silenced.add(server)
+            self._last_used[server] = now
+            return server in self._silenced
 
     def _strikes(self, server, data, to_server):
         """True when ``data`` is to be dropped; notes a reply to drop when a statement goes through."""
@@ -198,6 +245,7 @@ class LinkCutter:
             return False
 
     def close(self):
+        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
         self.listener.close()
         for pair in self._pairs.values():
             for end in pair:

@@ -47,13 +47,27 @@ def error_code(error):
     return args[0] if args and isinstance(args[0], int) else None
 
 
+# How long the client waits before it gives up, in seconds (mysqlclient's connect arguments).
+# Without them a connection the network dropped silently blocks a request for about 15 minutes,
+# until Linux stops retransmitting; TCP keepalive would notice only after 2 hours of silence.
+TIMEOUTS = {
+    "connect_timeout": 5,  # a handshake takes milliseconds, even across a continent
+    "read_timeout": 30,  # the longest a statement may take; gunicorn kills a request after 30 s anyway
+    "write_timeout": 30,  # sending a statement: only a huge one into a stalled link takes long
+}
+# Retire a connection after this many seconds, before anything in between forgets it while it is
+# idle: NAT tables and load balancers often do after 4 to 6 minutes, the server after wait_timeout.
+MAX_AGE = 180
+
+
 def database(cls=None, port=None, **options):
     """A new peewee database with the course's settings; ``port`` reaches it through a relay.
 
     Each thread that uses it gets a connection of its own (peewee's default, ``thread_safe=True``).
-    ``options`` go to ``MySQLdb.connect`` as well: ``init_command``, ``read_timeout`` and so on.
+    ``options`` go to ``MySQLdb.connect`` as well (``init_command``, and ``TIMEOUTS``, which they
+    override), or to the database class (``max_age``).
     """
-    settings = dict(config.connect_kwargs(), **options)
+    settings = {**config.connect_kwargs(), **TIMEOUTS, **options}
     schema = settings.pop("database")
     if port is not None:
         settings["port"] = port
@@ -85,8 +99,9 @@ class CourseMySQLDatabase(MySQLDatabase):
     pointed at ``/dev/null`` (the parent's stays open) and forgotten, and the child connects anew.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, max_age=MAX_AGE, **kwargs):
         super().__init__(*args, **kwargs)
+        self.max_age = max_age  # seconds a connection may live, or None: see retire_if_too_old()
         self._opened = weakref.WeakSet()  # every connection opened in this process, in any thread
         self_ref = weakref.ref(self)
 
@@ -105,8 +120,15 @@ class CourseMySQLDatabase(MySQLDatabase):
 
     def _connect(self):
         conn = super()._connect()
+        conn.opened_at = time.monotonic()
         self._opened.add(conn)
         return conn
+
+    def too_old(self):
+        """True when this thread's connection has lived longer than ``max_age`` seconds."""
+        if self.max_age is None or self.is_closed():
+            return False
+        return time.monotonic() - self._state.conn.opened_at > self.max_age
 
     def connection_ids(self):
         """The server ids of every connection this database holds open in this process, in any thread."""
@@ -215,6 +237,21 @@ class PerRequest(Strategy):
         _close_quietly(self.db)
 
 
+def retire_if_too_old(db):
+    """Close the calling thread's connection of ``db`` when it has lived longer than its
+    ``max_age``; True if it did. The next statement opens a new one (peewee connects on first use).
+
+    A connection retired before it can be idle for longer than the network's or the server's idle
+    limit is never found dropped: the bound holds for the idle time too, since a connection idle
+    that long is at least that old. Call it where nothing of the session is needed any more: a
+    request's start, outside a transaction.
+    """
+    if not db.too_old():
+        return False
+    _close_quietly(db)
+    return True
+
+
 def reconnect_if_dead(db):
     """Ping the calling thread's connection of ``db``; when the ping fails, replace it. Returns
     True if it reconnected.
@@ -235,6 +272,7 @@ class Ping(Strategy):
     name = "ping"
 
     def on_request_start(self):
+        retire_if_too_old(self.db)
         reconnect_if_dead(self.db)
 
 
@@ -253,6 +291,7 @@ class IdlePing(Strategy):
         self.window = window
 
     def on_request_start(self):
+        retire_if_too_old(self.db)
         last_used = getattr(self.db.connection(), "last_used", float("-inf"))
         if time.monotonic() - last_used > self.window:
             reconnect_if_dead(self.db)
@@ -553,6 +592,8 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
             _close_quietly(self)
 
     def _replace_if_hung_up(self):
+        if self.too_old() and not self.session_state():
+            _close_quietly(self)  # retired while nothing of it is needed: see retire_if_too_old()
         if not self.is_closed() and not self.server_hung_up():
             return
         state = self.session_state()
@@ -625,7 +666,13 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         return bool(poller.poll(0))
 
     def reconnect(self):
-        """Replace the connection, waiting with a growing pause while nothing accepts connections."""
+        """Replace the connection, waiting with a growing pause while nothing accepts connections,
+        for at most ``reconnect_timeout`` seconds (each attempt is bounded by ``connect_timeout``).
+
+        Behind a TCP hop (a proxy, a relay) a server that is down accepts nothing yet the hop does:
+        the handshake is lost instead (2013, "reading initial communication packet"). While
+        connecting, nothing of the app's has been sent, so that is "cannot connect" too.
+        """
         _close_quietly(self)
         deadline = time.monotonic() + self.reconnect_timeout
         pause = 0.05
@@ -633,7 +680,7 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
             try:
                 return self.connect()
             except OperationalError as error:
-                if error_code(error) not in CANNOT_CONNECT or time.monotonic() + pause > deadline:
+                if error_code(error) not in CANNOT_CONNECT | {SERVER_LOST} or time.monotonic() + pause > deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)

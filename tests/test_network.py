@@ -1,0 +1,155 @@
+"""When the network, not the server, drops the connection: silent drops, forgotten idle
+connections, the client's timeouts, a connection's lifetime and a server far away; through the
+course's relay, on the real server."""
+import time
+
+import MySQLdb
+import pytest
+
+import config
+import faults
+import measuring
+import strategies as S
+
+INSERT = "INSERT INTO test_net (request_id) VALUES (%s)"
+
+
+@pytest.fixture
+def link(server_up):
+    with faults.LinkCutter() as relay:
+        yield relay
+
+
+@pytest.fixture
+def rows(server_up):
+    """A fresh ``test_net`` table; returns a function counting its rows for a request id."""
+    admin = S.database()
+    admin.execute_sql("CREATE TABLE IF NOT EXISTS test_net (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
+    admin.execute_sql("TRUNCATE TABLE test_net")
+    yield lambda request_id: admin.execute_sql(
+        "SELECT COUNT(*) FROM test_net WHERE request_id = %s", (request_id,)).fetchone()[0]
+    admin.execute_sql("DROP TABLE test_net")
+    admin.close_all()
+
+
+def timed(call):
+    """``(what call returned or the error code it raised, seconds it took)``."""
+    started = time.monotonic()
+    try:
+        result = call()
+    except (MySQLdb.Error, S.OperationalError) as error:
+        result = S.error_code(error)
+    return result, time.monotonic() - started
+
+
+def test_every_connection_has_the_course_timeouts(server_up):
+    db = S.database()
+    assert {k: db.connect_params[k] for k in S.TIMEOUTS} == S.TIMEOUTS
+    assert S.database(read_timeout=3).connect_params["read_timeout"] == 3  # an option overrides one
+    db.close_all()
+
+
+def test_a_silent_drop_is_invisible_until_the_read_timeout(link):
+    db = S.database(S.SafeReconnectMySQLDatabase, port=link.port, read_timeout=1)
+    assert measuring.select_one(db) == 1
+    plain = MySQLdb.connect(**dict(config.connect_kwargs(), port=link.port, read_timeout=1))
+    link.drop_silently()
+    assert not db.server_hung_up()  # nothing arrives, not even a goodbye: it looks alive
+    code, seconds = timed(plain.ping)
+    assert code == S.SERVER_LOST and 0.9 < seconds < 2
+    result, seconds = timed(lambda: measuring.select_one(db))
+    assert result == 1 and 0.9 < seconds < 2  # a read: waited 1 s, reconnected, read again
+    db.close_all()
+
+
+def test_a_write_after_a_silent_drop_has_an_unknown_outcome(link, rows):
+    db = S.database(S.SafeReconnectMySQLDatabase, port=link.port, read_timeout=1)
+    db.execute_sql(INSERT, (1,))
+    link.drop_silently()
+    with pytest.raises(S.OutcomeUnknown):
+        db.execute_sql(INSERT, (2,))
+    assert rows(1) == 1 and rows(2) == 0  # the client cannot tell that it never arrived
+    db.close_all()
+
+
+def test_a_slow_write_past_the_read_timeout_lands_after_the_client_gave_up(rows, server_up):
+    db = S.database(S.SafeReconnectMySQLDatabase, read_timeout=1)
+    with pytest.raises(S.OutcomeUnknown):
+        db.execute_sql("INSERT INTO test_net (request_id) SELECT 3 FROM (SELECT SLEEP(2)) AS slow")
+    time.sleep(1.5)
+    assert rows(3) == 1  # the server finished the statement on its own
+    db.close_all()
+
+
+def test_a_network_that_has_gone_is_bounded_by_the_connect_timeout(link):
+    link.drop_silently(new_connections=True)
+    code, seconds = timed(lambda: MySQLdb.connect(**dict(config.connect_kwargs(), port=link.port, connect_timeout=1)))
+    assert code == S.SERVER_LOST and 0.9 < seconds < 2  # "reading initial communication packet"
+
+
+def test_the_safe_reconnect_waits_for_a_server_that_is_down_behind_a_hop(link):
+    db = S.database(S.SafeReconnectMySQLDatabase, port=link.port)
+    assert measuring.select_one(db) == 1
+    with faults.server_down(1.0) as what_happened:
+        if what_happened.startswith("skipped"):
+            pytest.skip(what_happened)
+        result, seconds = timed(lambda: measuring.select_one(db))  # the hop accepts; the handshake is lost
+    assert result == 1 and seconds > 0.5
+    db.close_all()
+
+
+def test_a_nat_forgets_an_idle_connection(server_up):
+    with faults.LinkCutter(forget_idle_after=0.5) as nat:
+        db = S.database(port=nat.port, read_timeout=1)
+        assert measuring.select_one(db) == 1
+        assert measuring.select_one(db) == 1  # busy: remembered
+        time.sleep(0.8)
+        assert timed(lambda: measuring.select_one(db))[0] == S.SERVER_LOST
+        db.close_all()
+
+
+@pytest.mark.parametrize("name", ["ping", "idle_ping", "safe_reconnect"])
+def test_a_connection_retired_before_the_idle_limit_is_never_found_dropped(name):
+    with faults.LinkCutter(forget_idle_after=0.5) as nat:
+        cls = S.STRATEGIES[name]
+        strategy = cls(S.database(cls.database_class, port=nat.port, read_timeout=1, max_age=0.4))
+        assert measuring.attempt(strategy, measuring.select_one) == ("ok", 1)
+        first = strategy.connection_ids()
+        time.sleep(0.8)
+        result, seconds = timed(lambda: measuring.attempt(strategy, measuring.select_one))
+        assert result == ("ok", 1) and seconds < 0.5  # no wait for a timeout: a new connection
+        assert strategy.connection_ids() != first
+        strategy.close()
+
+
+def test_a_connection_in_use_is_not_retired_inside_a_transaction(server_up):
+    db = S.database(S.SafeReconnectMySQLDatabase, max_age=0.2)
+    with db.atomic():
+        first = S.connection_id(db)
+        time.sleep(0.3)
+        db.execute_sql("SELECT 1")
+        assert S.connection_id(db) == first
+    db.execute_sql("SELECT 1")
+    assert S.connection_id(db) != first  # retired at the next statement outside it
+    db.close_all()
+
+
+def test_a_connection_with_session_state_is_not_retired(server_up):
+    db = S.database(S.SafeReconnectMySQLDatabase, max_age=0.2)
+    db.execute_sql("SET @cart = 3")
+    time.sleep(0.3)
+    assert db.execute_sql("SELECT @cart").fetchone()[0] == 3
+    db.close_all()
+
+
+@pytest.mark.parametrize("rtt_ms", [1, 5])
+def test_the_relay_puts_the_server_that_far_away(server_up, rtt_ms):
+    with faults.LinkCutter(rtt_ms=rtt_ms) as far:
+        db = S.database(port=far.port)
+        db.execute_sql("SELECT 1")
+        started = time.perf_counter()
+        for _ in range(10):
+            db.execute_sql("SELECT 1")
+        per_query_ms = (time.perf_counter() - started) * 100
+        assert rtt_ms <= per_query_ms < rtt_ms + 3
+        db.close_all()
