@@ -50,6 +50,7 @@ def error_code(error):
 # How long the client waits before it gives up, in seconds (mysqlclient's connect arguments).
 # Without them a connection the network dropped silently blocks a request for about 15 minutes,
 # until Linux stops retransmitting; TCP keepalive would notice only after 2 hours of silence.
+# With them every strategy has a bound: see Strategy.longest_wait().
 TIMEOUTS = {
     "connect_timeout": 5,  # a handshake takes milliseconds, even across a continent
     "read_timeout": 30,  # the longest a statement may take; gunicorn kills a request after 30 s anyway
@@ -203,6 +204,18 @@ class Strategy:
     def connection_ids(self):
         """The server ids of the connections the app holds, one per thread that served a request."""
         return self.db.connection_ids()
+
+    def longest_wait(self):
+        """The longest, in seconds, that a request can wait on connections on top of its own
+        statements' time: one connection found dead only by waiting for its answer (a silent drop:
+        ``read_timeout``, or ``write_timeout`` for a statement stuck on its way) and one new
+        connection (``connect_timeout``). After that the strategy has a new connection, or fails.
+        None without those timeouts: then a silent drop holds a request for about 15 minutes.
+        """
+        params = self.db.connect_params
+        if not all(params.get(name) for name in TIMEOUTS):
+            return None
+        return max(params["read_timeout"], params["write_timeout"]) + params["connect_timeout"]
 
     def close(self):
         """Let go of every connection, at the end of a demo."""
@@ -372,7 +385,12 @@ _LITERALS_AND_COMMENTS = re.compile(
     r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|(`(?:[^`]|``)*`)|/\*.*?\*/|(?:--\s|#)[^\n]*""", re.S)
 
 
-@lru_cache(maxsize=4096)  # an app sends the same few statements over and over: read each once
+# An app sends the same few statements over and over: each of the readings below is done once
+# per statement and remembered (they depend on the text alone).
+_remembered = lru_cache(maxsize=4096)
+
+
+@_remembered
 def _bare(sql):
     """``sql`` upper-cased, with its strings and comments blanked and quoted names made ``NAME``."""
     if isinstance(sql, bytes):
@@ -380,11 +398,13 @@ def _bare(sql):
     return _LITERALS_AND_COMMENTS.sub(lambda m: " NAME " if m.group(1) else " '' ", sql).upper()
 
 
+@_remembered
 def _words(sql, n=3):
     """The first ``n`` words of a statement, upper-cased, without comments or parentheses."""
     return re.findall(r"[A-Z_@][A-Z0-9_@$]*", _bare(sql))[:n]
 
 
+@_remembered
 def is_read(sql):
     """True for a statement that changes nothing and means the same on any connection, and so is
     safe to run twice: a plain ``SELECT`` (or ``SHOW``, ``DESCRIBE``, ``EXPLAIN``) that locks
@@ -405,6 +425,7 @@ def is_read(sql):
 TABLE_LOCKS = "table locks (LOCK TABLES)"
 
 
+@_remembered
 def session_change(sql):
     """What ``sql`` leaves in the session that a new connection would not have, or None.
 
@@ -433,6 +454,7 @@ def session_change(sql):
     return None
 
 
+@_remembered
 def transaction_change(sql):
     """``"begin"`` or ``"end"`` when ``sql`` opens or closes a transaction by hand, else None.
     (``SET autocommit = 0`` needs no reading: the server reports it.)"""
@@ -446,6 +468,7 @@ def transaction_change(sql):
     return None
 
 
+@_remembered
 def commits(sql):
     """True for a statement whose success commits a transaction: ``COMMIT`` or ``XA COMMIT``."""
     words = _words(sql, 2)
@@ -691,6 +714,11 @@ class SafeReconnect(Strategy):
 
     name = "safe_reconnect"
     database_class = SafeReconnectMySQLDatabase
+
+    def longest_wait(self):
+        """As every strategy's, plus its patience with a server that is down: ``reconnect_timeout``."""
+        wait = super().longest_wait()
+        return None if wait is None else wait + self.db.reconnect_timeout
 
 
 STRATEGIES = {cls.name: cls for cls in (Naive, PerRequest, Ping, IdlePing, PeeweeReconnect, SafeReconnect)}

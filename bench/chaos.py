@@ -10,15 +10,19 @@ each), and 8 client threads send it the plan's requests over HTTP: reads; writes
 a row with a client-chosen request id; and transactions of two inserts, through peewee's
 ``atomic()`` or begun by hand with ``START TRANSACTION``. The table ``chaos_write`` has no unique
 key: a write applied twice shows as two rows. Faults strike between batches of requests (a
-``KILL`` of every connection the app holds, an expired ``wait_timeout``, a server restart) and
+``KILL`` of every connection the app holds, an expired ``wait_timeout``, a server restart, a
+silent drop of every connection open through the relay, as a NAT or load balancer does) and
 inside single requests (a ``KILL`` during a slow read or between a transaction's two inserts, the
 link cut before an ``INSERT`` reaches the server or after it ran, the answer to a ``COMMIT``
 lost). Afterwards the table is compared with what each request was told:
 - lost: requests answered "done" whose rows are not all in the table;
 - duplicates: request ids with a row written twice;
 - torn: transactions with some of their rows and not the others;
-- unknown: requests answered "outcome unknown"; ``unknown_landed`` of them did land.
-A failed request is charged to the kind of the last fault before it.
+- unknown: requests answered "outcome unknown"; ``unknown_landed`` of them did land;
+- max_request_s: the longest any request took, against ``bound_s``, the strategy's own bound
+  (``Strategy.longest_wait()``, with the app's ``--read-timeout``) plus a second for the work.
+A failed request is charged to the kind of the last fault before it. Every connection goes
+through the relay, ``--rtt-ms`` away.
 """
 import argparse
 import json
@@ -38,7 +42,7 @@ import faults
 import strategies as S
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
-BETWEEN = ["kill_between", "expire", "restart"]  # strike every connection the app holds, between batches
+BETWEEN = ["kill_between", "expire", "restart", "silent_drop"]  # strike every connection the app holds, between batches
 DURING = {  # strike one request, and the kinds of request they strike
     "kill_during": ["read"],
     "kill_in_transaction": ["atomic", "raw_transaction"],
@@ -50,6 +54,8 @@ FAULTS = BETWEEN + list(DURING)
 MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
 THREADS = 8
+READ_TIMEOUT = 2  # the app's read_timeout, short so that silent drops do not make the run long
+WORK_S = 1.0  # the longest a request's own statements take here (a slow read sleeps 0.3 s)
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Tally:
     torn: int = 0
     unknown: int = 0
     unknown_landed: int = 0
+    max_request_s: float = 0.0
+    bound_s: float = None
     failed_by_fault: dict = field(default_factory=dict)
     faults_by_kind: dict = field(default_factory=dict)
     errors_by_kind: dict = field(default_factory=dict)
@@ -74,18 +82,21 @@ def plan(requests, seed, fault_every=35):
     ``(None, fault)`` for a fault between batches.
 
     Faults come every ``fault_every`` requests on average (between 4/7 and 10/7 of it apart).
-    A fault that strikes a request picks a request it can strike: a cut link a write, a kill
-    between two inserts a transaction.
+    The kinds are drawn as from a bag, refilled and shuffled when empty: every kind comes once
+    in each run of as many faults as there are kinds. A fault that strikes a request picks a
+    request it can strike: a cut link a write, a kill between two inserts a transaction.
     """
     rng = random.Random(seed)
     faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
     low, high = max(1, fault_every * 4 // 7), max(1, fault_every * 10 // 7)
-    steps, gap = [], rng.randint(low, high)
+    steps, gap, bag = [], rng.randint(low, high), []
     for _ in range(requests):
         gap -= 1
         fault = None
         if gap == 0:
-            fault, gap = rng.choice(faults_here), rng.randint(low, high)
+            if not bag:
+                bag = rng.sample(faults_here, len(faults_here))
+            fault, gap = bag.pop(), rng.randint(low, high)
         if fault in BETWEEN:
             steps.append((None, fault))
             fault = None
@@ -170,9 +181,11 @@ class ChaosApp:
         faults.expire_after(db, 1)
 
 
-def strike_between(fault, strategy, server):
+def strike_between(fault, strategy, server, link):
     """A fault between batches, on every connection the app holds (per-request holds none)."""
-    if fault == "restart":
+    if fault == "silent_drop":
+        link.drop_silently()
+    elif fault == "restart":
         faults.restart_server()
     elif fault == "kill_between":
         faults.kill_all(strategy.connection_ids())
@@ -182,22 +195,26 @@ def strike_between(fault, strategy, server):
         time.sleep(1.5)
 
 
-def run(name, steps, on_request=lambda: None, threads=THREADS):
+def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0):
     """Run one strategy through ``steps`` against a fresh ``chaos_write`` table; its tally."""
     admin = S.database(S.SafeReconnectMySQLDatabase)
     admin.execute_sql("DROP TABLE IF EXISTS chaos_write")
     admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL, "
                       "part INT NOT NULL)")
-    tally, answers, last_fault = Tally(name), {}, {}
-    with faults.LinkCutter() as link:
+    tally, answers, last_fault, took = Tally(name), {}, {}, {}
+    with faults.LinkCutter(rtt_ms=rtt_ms) as link:
         cls = STRATEGIES[name]
-        strategy = cls(S.database(cls.database_class, port=link.port))
+        strategy = cls(S.database(cls.database_class, port=link.port, read_timeout=read_timeout))
+        wait = strategy.longest_wait()
+        tally.bound_s = None if wait is None else wait + WORK_S
         server = app.Server(ChaosApp(strategy, link), threads=threads)
 
         def send(numbered_step):
             request_id, (kind, fault) = numbered_step
             query = f"?fault={fault}" if fault else ""
-            answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}{query}")
+            started = time.monotonic()
+            answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}{query}", timeout=120)
+            took[request_id] = time.monotonic() - started
             on_request()
 
         batch, current_fault = [], None
@@ -210,7 +227,7 @@ def run(name, steps, on_request=lambda: None, threads=THREADS):
                     list(clients.map(send, batch))
                     batch = []
                     if fault:
-                        strike_between(fault, strategy, server)
+                        strike_between(fault, strategy, server, link)
                     continue
                 last_fault[request_id] = current_fault
                 batch.append((request_id, (kind, fault)))
@@ -223,6 +240,7 @@ def run(name, steps, on_request=lambda: None, threads=THREADS):
     admin.execute_sql("DROP TABLE chaos_write")
     admin.close_all()
     tally_up(tally, steps, answers, rows, last_fault)
+    tally.max_request_s = round(max(took.values(), default=0.0), 2)
     return tally
 
 
@@ -286,7 +304,8 @@ class WritesTwice(S.SafeReconnect):
 STRATEGIES = {**S.STRATEGIES, AcksDropped.name: AcksDropped, WritesTwice.name: WritesTwice}
 
 
-def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS):
+def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS,
+            read_timeout=READ_TIMEOUT, rtt_ms=0):
     """Every strategy, one after another, through the same schedule; their tallies."""
     steps = plan(requests, seed, fault_every)
     tallies = []
@@ -300,7 +319,7 @@ def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, t
                 if progress and (done % 20 == 0 or done == requests):
                     progress(name, done, requests)
 
-        tallies.append(run(name, steps, tick, threads))
+        tallies.append(run(name, steps, tick, threads, read_timeout, rtt_ms))
     return tallies
 
 
@@ -326,6 +345,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="seed of the request mix and fault schedule")
     parser.add_argument("--fault-every", type=int, default=35, help="requests between faults, on average")
     parser.add_argument("--threads", type=int, default=THREADS, help="client threads, and server threads (default 8)")
+    parser.add_argument("--read-timeout", type=int, default=READ_TIMEOUT,
+                        help=f"the app's read_timeout in seconds (default {READ_TIMEOUT})")
+    parser.add_argument("--rtt-ms", type=float, default=0, help="the server this far away, through the relay (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--self-check", action="store_true",
                         help="run two deliberately wrong strategies; exit 1 unless the counts show what they did")
@@ -334,14 +356,16 @@ def main(argv=None):
         return 0 if self_check() else 1
     started = time.monotonic()
     tallies = run_all(args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
-                      threads=args.threads)
+                      threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms)
     if args.json:
-        print(json.dumps({"threads": args.threads, "strategies": [asdict(t) for t in tallies]}))
+        print(json.dumps({"threads": args.threads, "read_timeout": args.read_timeout, "rtt_ms": args.rtt_ms,
+                          "strategies": [asdict(t) for t in tallies]}))
         return 0
-    columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed"]
+    columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed",
+               "max_request_s", "bound_s"]
     print(f"{'strategy':17}" + "".join(f"{c:>15}" for c in columns))
     for tally in tallies:
-        print(f"{tally.name:17}" + "".join(f"{getattr(tally, c):>15}" for c in columns))
+        print(f"{tally.name:17}" + "".join(f"{str(getattr(tally, c)):>15}" for c in columns))
     print(f"\n{args.requests} requests per strategy from {args.threads} threads, seed {args.seed}, "
           f"in {time.monotonic() - started:.0f} s")
     return 0

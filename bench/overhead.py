@@ -1,12 +1,25 @@
 """What each strategy costs per request when nothing goes wrong, as a ratio to a kept connection.
 
-    python bench/overhead.py                 # a table
-    python bench/overhead.py --json          # one JSON object
+    python bench/overhead.py                       # a table, on loopback
+    python bench/overhead.py --json                # one JSON object
+    python bench/overhead.py --rtt-ms 0,1,5        # through the relay, the server that far away
 
-Every strategy runs the same request (``SELECT 1``) in turns, request by request, in one run;
-the floor is a connection kept open (the naive strategy, which costs nothing extra until it
-breaks). SQLAlchemy's pooled engine, with and without ``pool_pre_ping``, is measured beside
-them as what many apps use instead: reference rows, not strategies this course teaches.
+Every strategy runs the same request (``SELECT 1``) side by side in one run, in a new random
+order each round, after a warm-up; each is reported as a ratio to the floor with a 95%
+confidence interval. The floor is a connection kept open (the naive strategy, which costs nothing
+extra until it breaks): a strategy that does the floor's work and more cannot truly cost less,
+so a ratio whose interval lies below 1.0 would be an artifact of the method.
+
+Beside the strategies, for reference (not taught as strategies): peewee's connection pool, and
+SQLAlchemy's pooled engine: as shipped, used as apps use it (``engine.connect()``), and with
+``pool_pre_ping``. Used that way it sends a ``ROLLBACK`` at the end of every request (the
+connection ends the transaction it began; the pool's own reset, ``pool_reset_on_return``, then
+has nothing left to do, so switching it off changes nothing). To compare like with like, the
+``sqlalchemy_pool_no_reset`` row takes the driver's connection from the pool (``raw_connection()``)
+with the pool's reset off: the pool alone, with no extra round trip.
+
+With ``--rtt-ms`` every contender, the floor included, connects through the course's relay,
+which delays each packet by half the round trip each way; ``rtt_ms`` 0 is the relay alone.
 Figures vary with the machine: read the ratios, not the microseconds.
 """
 import argparse
@@ -14,70 +27,156 @@ import json
 from contextlib import contextmanager
 
 import sqlalchemy
+from playhouse.pool import PooledMySQLDatabase
 
 import config
+import faults
 import measuring
 import strategies as S
 
 FLOOR = "naive"
+# Rounds by default: a few thousand where a request takes a fraction of a millisecond, so that
+# two runs agree within a few per cent; far fewer where every request waits for the network,
+# which steadies the figures on its own.
+NEAR_ROUNDS, FAR_ROUNDS = 3000, 300
 
 
-class SQLAlchemyEngine:
-    """A pooled SQLAlchemy engine, shaped like a strategy so that ``measuring.measure`` can run it."""
+def default_rounds(rtt_ms):
+    return FAR_ROUNDS if rtt_ms else NEAR_ROUNDS
 
-    def __init__(self, name, **engine_options):
-        self.name = name
-        self.engine = sqlalchemy.create_engine(config.sql_url(), **engine_options)
+
+class PeeweePool:
+    """peewee's ``PooledMySQLDatabase``, shaped like a strategy: a connection taken from the pool
+    when a request starts and given back when it ends."""
+
+    name = "peewee_pool"
+
+    def __init__(self, port=None):
+        self.db = S.database(PooledMySQLDatabase, port=port, max_connections=8)
 
     @contextmanager
     def request(self):
+        self.db.connect(reuse_if_open=True)
+        try:
+            yield self.db
+        finally:
+            self.db.close()  # back to the pool
+
+    def close(self):
+        self.db.close_all()
+
+
+class SQLAlchemyEngine:
+    """A pooled SQLAlchemy engine, shaped like a strategy so that ``measuring.measure`` can run it;
+    ``raw`` takes the driver's own connection from the pool instead of a SQLAlchemy ``Connection``."""
+
+    def __init__(self, name, port=None, raw=False, **engine_options):
+        self.name, self.raw = name, raw
+        url = sqlalchemy.engine.make_url(config.sql_url())
+        if port is not None:
+            url = url.set(port=port)
+        self.engine = sqlalchemy.create_engine(url, connect_args=S.TIMEOUTS, **engine_options)
+
+    @contextmanager
+    def request(self):
+        if self.raw:
+            connection = self.engine.raw_connection()  # the pool alone
+            cursor = connection.cursor()
+            try:
+                yield Statements(lambda sql, params: cursor.execute(sql, params) and None or cursor)
+            finally:
+                connection.close()  # back to the pool
+            return
         with self.engine.connect() as connection:  # a checkout from the pool, returned after
-            yield Statements(connection)
+            yield Statements(connection.exec_driver_sql)
 
     def close(self):
         self.engine.dispose()
 
 
 class Statements:
-    """``execute_sql`` on a SQLAlchemy connection, as peewee has it."""
+    """``execute_sql`` as peewee has it, on a SQLAlchemy connection or a driver's cursor."""
 
-    def __init__(self, connection):
-        self.connection = connection
+    def __init__(self, run):
+        self.run = run
 
     def execute_sql(self, sql, params=None):
-        return self.connection.exec_driver_sql(sql, params or ())
+        return self.run(sql, params or ())
 
 
-def run(repeat=2000):
-    """Median and p99 microseconds of each strategy, and each median's ratio to the floor's."""
-    contenders = [cls() for cls in S.STRATEGIES.values()] + [
-        SQLAlchemyEngine("sqlalchemy_pool"),
-        SQLAlchemyEngine("sqlalchemy_pre_ping", pool_pre_ping=True),
+def contenders(port=None):
+    """Every strategy, and the reference rows, connecting to ``port`` (a relay's) or straight."""
+    return [cls(S.database(cls.database_class, port=port)) for cls in S.STRATEGIES.values()] + [
+        PeeweePool(port),
+        SQLAlchemyEngine("sqlalchemy_pool", port),
+        SQLAlchemyEngine("sqlalchemy_pool_no_reset", port, raw=True, pool_reset_on_return=None),
+        SQLAlchemyEngine("sqlalchemy_pre_ping", port, pool_pre_ping=True),
     ]
+
+
+def run(repeat=None, rtt_ms=None, seed=None):
+    """Median and p99 microseconds of each contender, and each median's ratio to the floor's with
+    its 95% interval; through a relay ``rtt_ms`` away when it is given."""
+    repeat = repeat or default_rounds(rtt_ms)
+    relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
+    everyone = contenders(relay.port if relay else None)
     try:
-        measuring.measure(contenders, repeat=50)  # warm up: first connects, the server's caches
-        samples = measuring.measure(contenders, repeat=repeat)
+        samples = measuring.measure(everyone, repeat=repeat, warmup=max(50, repeat // 20), seed=seed)
     finally:
-        for contender in contenders:
+        for contender in everyone:
             contender.close()
-    summary = measuring.summarize(samples, floor=FLOOR).round({"median_us": 1, "p99_us": 1, "ratio": 2})
+        if relay:
+            relay.close()
+    summary = measuring.summarize(samples, floor=FLOOR).round(
+        {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2})
     rows = summary.rename_axis("name").reset_index().to_dict("records")
-    return {"floor_us": summary.loc[FLOOR, "median_us"], "strategies": rows}
+    result = {"floor_us": summary.loc[FLOOR, "median_us"], "strategies": rows}
+    return result if rtt_ms is None else {"rtt_ms": rtt_ms, **result}
+
+
+def run_far(rtts_ms, repeat=None, seed=None):
+    """One run through the relay at each round trip; ``{"runs": [...]}``."""
+    return {"runs": [run(repeat, rtt_ms, seed) for rtt_ms in rtts_ms]}
+
+
+def print_table(result, where):
+    print(f"{where}: floor (a kept connection, {FLOOR}) {result['floor_us']} µs per SELECT 1")
+    print(f"{'':26}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}{'95% interval':>16}")
+    for row in result["strategies"]:
+        interval = f"{row['ratio_low']:.2f}–{row['ratio_high']:.2f}"
+        print(f"{row['name']:26}{row['median_us']:>12}{row['p99_us']:>12}{row['ratio']:>10.2f}{interval:>16}")
+    print()
+
+
+def rtt_list(text):
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rtt-ms takes milliseconds separated by commas, such as 0,1,5, not {text!r}")
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError("--rtt-ms: a round trip cannot be negative")
+    return [int(value) if value.is_integer() else value for value in values]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=2000, help="requests per strategy (default 2000)")
+    parser.add_argument("--repeat", type=int, help=f"rounds, one request of each contender per round (default "
+                                                   f"{NEAR_ROUNDS}, and {FAR_ROUNDS} at a round trip above 0)")
+    parser.add_argument("--rtt-ms", type=rtt_list, help="round trips to measure at, through the relay: 0,1,5")
+    parser.add_argument("--seed", type=int, help="seed of the shuffled order (default: a new one each run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
-    result = run(args.repeat)
+    if args.rtt_ms is None:
+        result = run(args.repeat, seed=args.seed)
+        results = [(result, "loopback")]
+    else:
+        result = run_far(args.rtt_ms, args.repeat, args.seed)
+        results = [(run_, f"round trip {run_['rtt_ms']} ms through the relay") for run_ in result["runs"]]
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{'strategy':22}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}")
-    for row in result["strategies"]:
-        print(f"{row['name']:22}{row['median_us']:>12}{row['p99_us']:>12}{row['ratio']:>10}")
-    print(f"\nfloor: a kept connection ({FLOOR}), {result['floor_us']} µs per SELECT 1; {args.repeat} requests each")
+    for one, where in results:
+        print_table(one, where)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The scoreboard's two plots, shared by notebooks/07_scoreboard.ipynb and docs/make_plots.py."""
+"""The course's plots of its benchmarks, shared by the notebooks and docs/make_plots.py."""
 import matplotlib.pyplot as plt
 from matplotlib.colors import LogNorm
 import pandas as pd
@@ -38,14 +38,51 @@ def plot_failures(tallies):
     return fig
 
 
+REFERENCE = ("peewee_pool", "sqlalchemy")  # rows measured for reference, not strategies of the course
+
+
+def is_reference(name):
+    return name.startswith(REFERENCE)
+
+
 def plot_overhead(result):
+    """Each contender's ratio to the floor, as a bar with its 95% interval."""
     table = pd.DataFrame(result["strategies"]).set_index("name")
-    colors = ["tab:gray" if name.startswith("sqlalchemy") else "tab:blue" for name in table.index]
-    ax = table["ratio"].plot.barh(figsize=(8, 3.5), color=colors)
+    colors = ["tab:gray" if is_reference(name) else "tab:blue" for name in table.index]
+    errors = [table["ratio"] - table["ratio_low"], table["ratio_high"] - table["ratio"]]
+    ax = table["ratio"].plot.barh(figsize=(8, 3.8), color=colors, xerr=errors, capsize=2)
     ax.invert_yaxis()
     ax.set_ylabel("")
     ax.axvline(1, color="black", linewidth=0.8)
-    ax.set_xlabel(f"median time per request, × a kept connection ({result['floor_us']:.0f} µs here)")
-    ax.set_title("Overhead without faults (grey: SQLAlchemy's pool, for reference)")
+    ax.set_xlabel(f"median time per request, × a kept connection ({result['floor_us']:.0f} µs here), with 95% intervals")
+    ax.set_title("Overhead without faults, on loopback (grey: pools, for reference)")
     ax.figure.tight_layout()
     return ax.figure
+
+
+def round_trips(far, floor="naive"):
+    """Round trips per request of each contender, from runs at two distances or more: how much
+    longer its request takes between the two farthest, against the floor's, which makes exactly
+    one (so the relay's own timing, a little over what it was asked for, cancels out)."""
+    near, farthest = sorted(far["runs"], key=lambda run: run["rtt_ms"])[-2:]
+    medians = [{row["name"]: row["median_us"] for row in run["strategies"]} for run in (near, farthest)]
+    longer = {name: medians[1][name] - medians[0][name] for name in medians[0]}
+    return pd.Series({name: extra / longer[floor] for name, extra in longer.items()}, name="round_trips")
+
+
+def plot_distance(far):
+    """Milliseconds per request of each contender at each round trip to the server."""
+    table = pd.DataFrame({run["rtt_ms"]: {row["name"]: row["median_us"] / 1000 for row in run["strategies"]}
+                          for run in far["runs"]})
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name, row in table.iterrows():
+        style = dict(linestyle="--", alpha=0.7) if is_reference(name) else {}
+        ax.plot(table.columns, row.values, marker="o", label=name, **style)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_xticks(list(table.columns))
+    ax.set_xlabel("round trip to the server, ms (through the relay)")
+    ax.set_ylabel("median ms per request")
+    ax.set_title("What a request costs far from the server (dashed: pools, for reference)")
+    ax.margins(x=0.02)
+    fig.subplots_adjust(left=0.1, right=0.72, bottom=0.13)
+    return fig

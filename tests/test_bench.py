@@ -8,12 +8,13 @@ import pytest
 from bench import chaos, overhead
 from conftest import ROOT
 
-REQUESTS, SEED, EVERY = 150, 3, 10
+REQUESTS, SEED, EVERY, READ_TIMEOUT = 150, 3, 10, 1
 
 
 @pytest.fixture(scope="module")
 def tallies():
-    return {t.name: t for t in chaos.run_all(REQUESTS, SEED, EVERY, names=["naive", "peewee_reconnect", "safe_reconnect"])}
+    return {t.name: t for t in chaos.run_all(REQUESTS, SEED, EVERY, names=["naive", "peewee_reconnect", "safe_reconnect"],
+                                             read_timeout=READ_TIMEOUT)}
 
 
 def test_the_plan_has_every_fault_and_is_reproducible():
@@ -27,6 +28,14 @@ def test_the_plan_has_every_fault_and_is_reproducible():
 def test_the_harness_sees_naive_fail(tallies):
     naive = tallies["naive"]
     assert naive.failed > REQUESTS // 2
+
+
+def test_no_request_waits_longer_than_its_strategys_bound(tallies):
+    for name in ("peewee_reconnect", "safe_reconnect"):
+        tally = tallies[name]
+        assert tally.faults_by_kind.get("silent_drop")
+        # a silent drop held a request until the read timeout (the harness sees it), and no longer
+        assert READ_TIMEOUT <= tally.max_request_s <= tally.bound_s, name
 
 
 def test_peewee_reconnect_duplicates_and_loses(tallies):
@@ -52,19 +61,40 @@ def test_chaos_json_has_the_documented_shape():
     result = subprocess.run([sys.executable, "bench/chaos.py", "--requests", "20", "--fault-every", "8", "--json"],
                             capture_output=True, text=True, cwd=ROOT, check=True)
     output = json.loads(result.stdout)
-    assert output["threads"] == 8
+    assert output["threads"] == 8 and output["read_timeout"] == chaos.READ_TIMEOUT
     rows = output["strategies"]
     assert [row["name"] for row in rows] == chaos.NAMES
     keys = {"name", "requests", "faults", "failed", "acked_writes", "lost", "duplicates", "unknown",
-            "faults_by_kind", "errors_by_kind"}
+            "faults_by_kind", "errors_by_kind", "max_request_s", "bound_s"}
     assert all(keys <= row.keys() and row["requests"] == 20 for row in rows)
 
 
-def test_overhead_reports_every_ratio_from_one_run():
+REFERENCE_ROWS = ["peewee_pool", "sqlalchemy_pool", "sqlalchemy_pool_no_reset", "sqlalchemy_pre_ping"]
+ROW_KEYS = {"name", "median_us", "p99_us", "ratio", "ratio_low", "ratio_high"}
+
+
+def test_overhead_reports_every_ratio_with_its_interval_from_one_run():
     result = overhead.run(repeat=50)
-    names = [row["name"] for row in result["strategies"]]
-    assert names == chaos.NAMES + ["sqlalchemy_pool", "sqlalchemy_pre_ping"]
+    assert [row["name"] for row in result["strategies"]] == chaos.NAMES + REFERENCE_ROWS
     floor = next(row for row in result["strategies"] if row["name"] == "naive")
     assert floor["ratio"] == 1.0 and floor["median_us"] == result["floor_us"]
-    assert all(row["ratio"] > 0 and row["p99_us"] >= row["median_us"] for row in result["strategies"])
+    for row in result["strategies"]:
+        assert row.keys() == ROW_KEYS
+        assert 0 < row["ratio_low"] <= row["ratio"] <= row["ratio_high"] and row["p99_us"] >= row["median_us"]
     print(json.dumps(result, indent=1))
+
+
+def test_overhead_far_from_the_server_has_a_run_per_round_trip():
+    result = subprocess.run([sys.executable, "bench/overhead.py", "--rtt-ms", "0,2", "--repeat", "20", "--json"],
+                            capture_output=True, text=True, cwd=ROOT, check=True)
+    runs = json.loads(result.stdout)["runs"]
+    assert [run["rtt_ms"] for run in runs] == [0, 2]
+    assert runs[1]["floor_us"] >= 2000  # every contender, the floor too, went through the relay
+    assert all([row["name"] for row in run["strategies"]] == chaos.NAMES + REFERENCE_ROWS for run in runs)
+    assert all(row.keys() == ROW_KEYS for run in runs for row in run["strategies"])
+
+
+def test_overhead_says_what_is_wrong_with_a_round_trip():
+    result = subprocess.run([sys.executable, "bench/overhead.py", "--rtt-ms", "1,x"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 2 and "--rtt-ms takes milliseconds separated by commas" in result.stderr
