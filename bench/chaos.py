@@ -130,8 +130,10 @@ class ChaosApp:
 
     def arm(self, db, fault):
         """The cuts, on this request's own connection (a dead one has nothing left to cut)."""
-        if fault not in ("cut_before_insert", "cut_after_insert", "cut_after_commit") or db.is_closed():
+        if fault not in ("cut_before_insert", "cut_after_insert", "cut_after_commit"):
             return
+        if db.is_closed():
+            db.connect()  # a thread's first request: the connection its statement would open
         cut, statement = {"cut_before_insert": (self.link.cut_next_statement, "INSERT"),
                           "cut_after_insert": (self.link.cut_next_reply, "INSERT"),
                           "cut_after_commit": (self.link.cut_next_reply, "COMMIT")}[fault]

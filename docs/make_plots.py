@@ -1,8 +1,9 @@
-"""Make the scoreboard's plots for the README: docs/chaos.png and docs/overhead.png.
+"""Make the benchmarks' plots for the README: docs/chaos.png, docs/overhead.png and docs/distance.png.
 
-    .venv/bin/python docs/make_plots.py            # a full chaos run (2,000 requests per strategy) and the benchmark
+    .venv/bin/python docs/make_plots.py            # a full chaos run (2,000 requests per strategy) and the benchmarks
 
-The same plots as notebooks/07_scoreboard.ipynb, from the same code (bench/plots.py).
+The same plots as notebooks/07_network.ipynb and notebooks/08_scoreboard.ipynb, from the same
+code (bench/plots.py).
 """
 import argparse
 from pathlib import Path
@@ -24,7 +25,8 @@ def main(argv=None):
     tallies = chaos.run_all(args.requests, args.seed, progress=chaos.show_progress)
     plots.plot_failures(tallies).savefig(HERE / "chaos.png", dpi=110)
     plots.plot_overhead(overhead.run()).savefig(HERE / "overhead.png", dpi=110)
-    print(f"wrote {HERE / 'chaos.png'} and {HERE / 'overhead.png'}")
+    plots.plot_distance(overhead.run_far([1, 2, 5])).savefig(HERE / "distance.png", dpi=110)
+    print(f"wrote {HERE / 'chaos.png'}, {HERE / 'overhead.png'} and {HERE / 'distance.png'}")
 
 
 if __name__ == "__main__":
