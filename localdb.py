@@ -30,10 +30,6 @@ except ValueError as error:  # a malformed setting: from the shell, say which, w
     sys.exit(f"error: {error}")
 
 HOME = Path(__file__).resolve().parent / ".mysql"
-DATA = HOME / "data"
-SOCKET = HOME / "mysqld.sock"
-PID_FILE = HOME / "mysqld.pid"
-ERROR_LOG = HOME / "error.log"
 START_COMMAND = "make server"  # what the error messages tell the reader to run
 START_TIMEOUT = 30
 
@@ -63,35 +59,164 @@ def _program(*names):
     )
 
 
-def _root_connection():
-    """A root connection through the socket; root has no TCP login."""
-    return MySQLdb.connect(unix_socket=str(SOCKET), user="root")
+class Instance:
+    """One MariaDB server process under ``home``, on 127.0.0.1:``port``; ``options`` are more
+    ``mariadbd`` options (a replica's ``--server-id``, say). The course's own server is one
+    (``course()``); the replica pair of chapter 08 is two more."""
+
+    def __init__(self, home, port, options=()):
+        self.home, self.port, self.options = Path(home), port, tuple(options)
+        self.data = self.home / "data"
+        self.socket = self.home / "mysqld.sock"
+        self.pid_file = self.home / "mysqld.pid"
+        self.error_log = self.home / "error.log"
+
+    def root_connection(self):
+        """A root connection through the socket; root has no TCP login."""
+        return MySQLdb.connect(unix_socket=str(self.socket), user="root")
+
+    def pid(self):
+        """The pid of this server's process if it is alive, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists() and str(self.data) not in cmdline.read_text(errors="replace"):
+            return None  # a stale pid file whose number now belongs to another program
+        return pid
+
+    def answers(self):
+        """True when this server answers on its socket."""
+        try:
+            self.root_connection().close()
+        except MySQLdb.OperationalError:
+            return False
+        return True
+
+    def is_running(self):
+        return self.pid() is not None and self.answers()
+
+    def initialise(self):
+        """Create the data folder; built aside and renamed, so a failure leaves nothing half-made."""
+        if self.data.exists():
+            return
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = self.home / "data.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        command = [_program("mariadb-install-db", "mysql_install_db"), "--no-defaults", f"--datadir={staging}",
+                   "--auth-root-authentication-method=normal", "--skip-test-db"]
+        if os.geteuid() == 0:
+            command.append("--user=root")
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ServerError(f"mariadb-install-db failed:\n{result.stdout}{result.stderr}")
+        staging.rename(self.data)
+
+    def launch(self):
+        """Start mariadbd in the background and wait until it answers."""
+        command = [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
+                   "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self.pid_file}",
+                   f"--log-error={self.error_log}", "--skip-name-resolve", *self.options]
+        if os.geteuid() == 0:
+            command.append("--user=root")  # mariadbd refuses to run as root without it
+        with open(self.home / "mysqld.out", "ab") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        self.wait_until_answering(process.poll)
+
+    def wait_until_answering(self, exit_code=lambda: None):
+        """Wait for the socket to answer; fail early when ``exit_code()`` says the process died."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if exit_code() is not None:
+                raise ServerError(f"mariadbd stopped at start (exit {exit_code()}); the end of "
+                                  f"{self.error_log}:\n{self.log_tail()}")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        raise ServerError(f"mariadbd did not answer within {START_TIMEOUT} s; the end of {self.error_log}:\n"
+                          f"{self.log_tail()}")
+
+    def log_tail(self, lines=15):
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def provision(self):
+        """Create the schema and the course's user with rights on that schema only; drop root's TCP logins.
+
+        Runs at every start: each statement is idempotent, and a password changed in DB_PASS follows.
+        """
+        user = f"'{config.DB_USER}'@'127.0.0.1'"
+        connection = self.root_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SET SESSION sql_log_bin = 0")  # each server of a pair provisions itself
+            cursor.execute("DELETE FROM mysql.global_priv WHERE User = 'root' AND Host <> 'localhost'")
+            cursor.execute("DELETE FROM mysql.global_priv WHERE User = ''")  # anonymous accounts, if any
+            cursor.execute("FLUSH PRIVILEGES")
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{config.DB_SCHM}`")
+            cursor.execute(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY %s", (config.DB_PASS,))
+            cursor.execute(f"ALTER USER {user} IDENTIFIED BY %s", (config.DB_PASS,))
+            cursor.execute(f"GRANT ALL PRIVILEGES ON `{config.DB_SCHM}`.* TO {user}")
+        finally:
+            connection.close()
+
+    def start(self):
+        """Initialise the server if needed, start it, and make sure the course's user and schema exist."""
+        if self.is_running():
+            return "already running"
+        if self.pid() is None and _port_taken(self.port):
+            raise ServerError(
+                f"port {self.port} on 127.0.0.1 is already taken by another program: stop that program, or "
+                f"pick a free port for the course's server, e.g. `DB_PORT={self.port + 1} {START_COMMAND}`."
+            )
+        self.initialise()
+        if self.pid() is None:
+            self.launch()
+        else:
+            self.wait_until_answering()  # our process is there but still starting up
+        self.provision()
+        return f"started on 127.0.0.1:{self.port}"
+
+    def stop(self):
+        """Shut the server down and wait until its process is gone."""
+        pid = self.pid()
+        if pid is None:
+            return "not running"
+        if self.answers():
+            connection = self.root_connection()
+            try:
+                connection.cursor().execute("SHUTDOWN")
+            finally:
+                connection.close()
+        else:
+            os.kill(pid, 15)
+        self.wait_until_gone(pid)
+        return "stopped"
+
+    def crash(self):
+        """Kill the server's process outright (``SIGKILL``), as a power cut would: no goodbye to anyone."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, 9)
+            self.wait_until_gone(pid)
+
+    def wait_until_gone(self, pid):
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pid() is not None:
+            raise ServerError(f"mariadbd (pid {pid}) did not stop within {START_TIMEOUT} s")
 
 
-def _pid():
-    """The pid of our server process if it is alive, else None."""
-    try:
-        pid = int(PID_FILE.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists() and str(DATA) not in cmdline.read_text(errors="replace"):
-        return None  # a stale pid file whose number now belongs to another program
-    return pid
-
-
-def _answers():
-    """True when our server answers on its socket."""
-    try:
-        _root_connection().close()
-    except MySQLdb.OperationalError:
-        return False
-    return True
-
-
-def is_running():
-    return _pid() is not None and _answers()
+def course():
+    """The course's own server: ``.mysql/`` at ``DB_PORT``."""
+    return Instance(HOME, config.DB_PORT)
 
 
 def _port_taken(port):
@@ -101,113 +226,23 @@ def _port_taken(port):
 
 
 def _initialise():
-    """Create the data folder; built aside and renamed, so a failure leaves nothing half-made."""
-    if DATA.exists():
-        return
-    HOME.mkdir(mode=0o700, exist_ok=True)
-    staging = HOME / "data.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [_program("mariadb-install-db", "mysql_install_db"), "--no-defaults", f"--datadir={staging}",
-               "--auth-root-authentication-method=normal", "--skip-test-db"]
-    if os.geteuid() == 0:
-        command.append("--user=root")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ServerError(f"mariadb-install-db failed:\n{result.stdout}{result.stderr}")
-    staging.rename(DATA)
+    course().initialise()
 
 
-def _launch():
-    """Start mariadbd in the background and wait until it answers."""
-    command = [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={DATA}", f"--port={config.DB_PORT}",
-               "--bind-address=127.0.0.1", f"--socket={SOCKET}", f"--pid-file={PID_FILE}",
-               f"--log-error={ERROR_LOG}", "--skip-name-resolve"]
-    if os.geteuid() == 0:
-        command.append("--user=root")  # mariadbd refuses to run as root without it
-    with open(HOME / "mysqld.out", "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
-    _wait_until_answering(process.poll)
-
-
-def _wait_until_answering(exit_code=lambda: None):
-    """Wait for the socket to answer; fail early when ``exit_code()`` says the process died."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if exit_code() is not None:
-            raise ServerError(f"mariadbd stopped at start (exit {exit_code()}); the end of {ERROR_LOG}:\n{_log_tail()}")
-        if _answers():
-            return
-        time.sleep(0.1)
-    raise ServerError(f"mariadbd did not answer within {START_TIMEOUT} s; the end of {ERROR_LOG}:\n{_log_tail()}")
-
-
-def _log_tail(lines=15):
-    try:
-        return "\n".join(ERROR_LOG.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _provision():
-    """Create the schema and the course's user with rights on that schema only; drop root's TCP logins.
-
-    Runs at every start: each statement is idempotent, and a password changed in DB_PASS follows.
-    """
-    user = f"'{config.DB_USER}'@'127.0.0.1'"
-    connection = _root_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute("DELETE FROM mysql.global_priv WHERE User = 'root' AND Host <> 'localhost'")
-        cursor.execute("DELETE FROM mysql.global_priv WHERE User = ''")  # anonymous accounts, if any
-        cursor.execute("FLUSH PRIVILEGES")
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{config.DB_SCHM}`")
-        cursor.execute(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY %s", (config.DB_PASS,))
-        cursor.execute(f"ALTER USER {user} IDENTIFIED BY %s", (config.DB_PASS,))
-        cursor.execute(f"GRANT ALL PRIVILEGES ON `{config.DB_SCHM}`.* TO {user}")
-    finally:
-        connection.close()
+def is_running():
+    return course().is_running()
 
 
 def start():
-    """Initialise the server if needed, start it, and make sure the course's user and schema exist."""
+    """Initialise the course's server if needed, start it, and make sure its user and schema exist."""
     _require_local()
-    if is_running():
-        return "already running"
-    if _pid() is None and _port_taken(config.DB_PORT):
-        raise ServerError(
-            f"port {config.DB_PORT} on 127.0.0.1 is already taken by another program: "
-            f"stop that program, or pick a free port for the course's server, e.g. `DB_PORT=13307 {START_COMMAND}`."
-        )
-    _initialise()
-    if _pid() is None:
-        _launch()
-    else:
-        _wait_until_answering()  # our process is there but still starting up
-    _provision()
-    return f"started on 127.0.0.1:{config.DB_PORT}"
+    return course().start()
 
 
 def stop():
-    """Shut the server down and wait until its process is gone."""
+    """Shut the course's server down and wait until its process is gone."""
     _require_local()
-    pid = _pid()
-    if pid is None:
-        return "not running"
-    if _answers():
-        connection = _root_connection()
-        try:
-            connection.cursor().execute("SHUTDOWN")
-        finally:
-            connection.close()
-    else:
-        os.kill(pid, 15)
-    deadline = time.monotonic() + START_TIMEOUT
-    while _pid() is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid() is not None:
-        raise ServerError(f"mariadbd (pid {pid}) did not stop within {START_TIMEOUT} s")
-    return "stopped"
+    return course().stop()
 
 
 def restart():
@@ -220,8 +255,9 @@ def status():
     """One line saying whether the server runs, and where."""
     if not config.LOCAL_SERVER:
         return f"not managed here: DB_HOST points at your own server, {config.describe()}"
-    if is_running():
-        return f"running on 127.0.0.1:{config.DB_PORT} (pid {_pid()}, data in {DATA})"
+    server = course()
+    if server.is_running():
+        return f"running on 127.0.0.1:{config.DB_PORT} (pid {server.pid()}, data in {server.data})"
     return f"not running (start it with `{START_COMMAND}`)"
 
 

@@ -59,7 +59,6 @@ def test_a_taken_port_is_named_and_leaves_nothing_broken():
 
 def test_a_failed_initialisation_leaves_no_data_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(localdb, "HOME", tmp_path)
-    monkeypatch.setattr(localdb, "DATA", tmp_path / "data")
     monkeypatch.setattr(localdb, "_program", lambda *names: "false")
     with pytest.raises(localdb.ServerError, match="mariadb-install-db failed"):
         localdb._initialise()

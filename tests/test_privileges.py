@@ -31,7 +31,7 @@ def test_the_user_cannot_create_users(connect):
 
 @pytest.mark.skipif(not config.LOCAL_SERVER, reason="needs the local server's root account")
 def test_the_user_cannot_see_or_kill_other_users_connections(connect):
-    root = localdb._root_connection()
+    root = localdb.course().root_connection()
     try:
         cursor = connect().cursor()
         cursor.execute("SHOW PROCESSLIST")
