@@ -13,7 +13,9 @@ APP_PORT ?= 5000
 APP_WORKERS ?= 2
 APP_THREADS ?= 4
 
-.PHONY: setup setup-browser server stop status lab test test-browser app pictures html
+REPLICATION ?= async
+
+.PHONY: setup setup-browser server stop status lab test test-browser app pictures html pair pair-stop
 
 setup:             ## system packages and .venv, where missing
 	@bash bin/setup
@@ -29,6 +31,12 @@ stop:              ## stop the local MariaDB server
 
 status:
 	@$(PY) -m localdb status
+
+pair: server       ## chapter 08's primary and replica, with HAProxy in front: make pair REPLICATION=semisync
+	@$(PY) -m pair start $(REPLICATION)
+
+pair-stop:         ## stop the pair and HAProxy, and delete their data
+	@$(PY) -m pair stop
 
 lab: server        ## open the course in JupyterLab, on notebooks/
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)

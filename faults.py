@@ -17,9 +17,10 @@ import config
 import localdb
 
 
-def kill(connection_id):
-    """``KILL`` a connection from a connection of its own, as an admin at the ``mysql>`` prompt would."""
-    admin = MySQLdb.connect(**config.connect_kwargs())
+def kill(connection_id, port=None):
+    """``KILL`` a connection from a connection of its own, as an admin at the ``mysql>`` prompt would
+    (on the server at ``port``, when it is not the course's: a node of the replica pair, say)."""
+    admin = MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
     try:
         admin.cursor().execute(f"KILL {int(connection_id)}")
     finally:
@@ -39,20 +40,20 @@ def connections_of_the_course_user():
         admin.close()
 
 
-def kill_all(connection_ids):
+def kill_all(connection_ids, port=None):
     """``KILL`` each connection; one that has gone meanwhile is no error."""
     for connection_id in connection_ids:
         try:
-            kill(connection_id)
+            kill(connection_id, port)
         except MySQLdb.OperationalError as error:
             if error.args[0] != 1094:  # unknown thread id: it closed on its own
                 raise
 
 
 @contextmanager
-def kill_during(connection_id, after=0.3):
+def kill_during(connection_id, after=0.3, port=None):
     """Kill the connection ``after`` seconds into the block: run a slow query inside it."""
-    timer = threading.Timer(after, kill_all, [[connection_id]])
+    timer = threading.Timer(after, kill_all, [[connection_id], port])
     timer.start()
     try:
         yield

@@ -36,6 +36,7 @@ DISCONNECTED = {CONNECTION_KILLED, SERVER_GONE, SERVER_LOST, IDLE_TIMEOUT}
 NOT_SENT = {SERVER_GONE, IDLE_TIMEOUT}
 CANNOT_CONNECT = {2002, 2003}  # nothing listens: the server is down or restarting
 PACKET_TOO_LARGE = 1153  # a statement larger than the server's max_allowed_packet
+READ_ONLY = 1290  # the server runs with --read-only (a replica, or a primary not yet promoted): nothing ran
 # A transaction that failed with these applied nothing, and may be run again from its start.
 DEADLOCK = 1213  # the server rolled the whole transaction back
 LOCK_WAIT_TIMEOUT = 1205  # the statement failed; the transaction is rolled back by whoever retries it
@@ -120,7 +121,10 @@ class CourseMySQLDatabase(MySQLDatabase):
                             after_in_child=after_fork_in_child)
 
     def _connect(self):
-        conn = super()._connect()
+        return self._track(super()._connect())
+
+    def _track(self, conn):
+        """Remember a new connection, and when it was opened."""
         conn.opened_at = time.monotonic()
         self._opened.add(conn)
         return conn
@@ -491,12 +495,15 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
       so does a retried write that fails again after it may have run;
     - while the session holds state the app made (``session_change()``: a ``SET``, a temporary
       table, ``LOCK TABLES``, ``GET_LOCK()``), ``SessionLost``.
-    Reconnecting waits for a restarting server, with a bounded back-off.
+    A write refused by a read-only server (1290: a replica, during a failover) did not run: it is
+    run again once a server takes writes; inside a transaction it is ``TransactionLost``.
+    Reconnecting waits for a restarting server, or a failover, with a bounded back-off.
     """
 
-    def __init__(self, *args, reconnect_timeout=20.0, **kwargs):
+    def __init__(self, *args, reconnect_timeout=20.0, hosts=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.reconnect_timeout = reconnect_timeout
+        self.hosts = hosts  # [(host, port), ...] to walk for a server that takes writes; None: the one in the settings
         self._idempotent = threading.local()
 
     @contextmanager
@@ -548,11 +555,70 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         try:
             cursor = super().execute_sql(sql, params)
         except OperationalError as error:
+            if error_code(error) == READ_ONLY:
+                return self._after_read_only(sql, params, error)
             if error_code(error) not in DISCONNECTED:
                 raise
             return self._after_disconnect(sql, params, error)
         self._note(sql)
         return cursor
+
+    def _after_read_only(self, sql, params, error):
+        """A write the server refused because it is read-only did not run: outside a transaction,
+        run it on a server that takes writes, once one does; inside one, ``TransactionLost``."""
+        in_transaction, session = self.open_transaction(), self.session_state()
+        self._drop_connection()
+        if in_transaction:
+            raise TransactionLost(READ_ONLY, f"the server is read-only, inside a transaction ({in_transaction}): nothing "
+                                             f"of it was applied; run it again where writes are taken ({error.args[1]})") from error
+        if session:
+            raise SessionLost(READ_ONLY, f"the server is read-only, and a new connection would not have what this "
+                                         f"session held ({session}): not retried ({error.args[1]})") from error
+        self.wait_for_a_writable_server()
+        cursor = super().execute_sql(sql, params)
+        self._note(sql)
+        return cursor
+
+    def wait_for_a_writable_server(self):
+        """Reconnect until the server takes writes (``@@read_only`` off), waiting with a growing
+        pause for at most ``reconnect_timeout`` seconds: through a proxy that still sends
+        connections to a replica, or while the replica is being promoted."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        pause = 0.05
+        while True:
+            self.reconnect()
+            if not _read_only(self._state.conn):
+                return
+            if time.monotonic() + pause > deadline:
+                raise OperationalError(READ_ONLY, f"no server took writes within {self.reconnect_timeout} s: "
+                                                  "every one answered read-only")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _connect(self):
+        """A connection to the server in the settings; with ``hosts``, to the first of them that
+        takes writes, or else to the first that answers (reads work there, writes wait)."""
+        if not self.hosts:
+            return super()._connect()
+        fallback, failure = None, None
+        for host, port in self.hosts:
+            try:
+                conn = MySQLdb.connect(database=self.database, autocommit=True,
+                                       **{**self.connect_params, "host": host, "port": port})
+            except MySQLdb.OperationalError as error:
+                failure = error
+                continue
+            if not _read_only(conn):
+                if fallback is not None:
+                    fallback.close()
+                return self._track(conn)
+            if fallback is None:
+                fallback = conn
+            else:
+                conn.close()
+        if fallback is not None:
+            return self._track(fallback)
+        raise failure
 
     def _after_disconnect(self, sql, params, error):
         code = error_code(error)
@@ -709,6 +775,13 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
                 pause = min(pause * 2, 1.0)
 
 
+def _read_only(conn):
+    """True when the server of a driver connection refuses writes (``@@read_only``)."""
+    cursor = conn.cursor()
+    cursor.execute("SELECT @@read_only")
+    return bool(cursor.fetchone()[0])
+
+
 class SafeReconnect(Strategy):
     """The course's reconnect: retry once, only where a retry cannot write twice."""
 
@@ -726,8 +799,9 @@ STRATEGIES = {cls.name: cls for cls in (Naive, PerRequest, Ping, IdlePing, Peewe
 
 def run_transaction(db, work, attempts=3, idempotent=False):
     """Run ``work(db)`` in one transaction and return what it returns; run all of it again when it
-    failed in a way that applied nothing: a connection lost before ``COMMIT`` (``TransactionLost``),
-    a deadlock (1213) or a lock wait timeout (1205). At most ``attempts`` times, with a short pause.
+    failed in a way that applied nothing: a connection lost before ``COMMIT``, or a server found
+    read-only (``TransactionLost``: then once a server takes writes), a deadlock (1213) or a lock
+    wait timeout (1205). At most ``attempts`` times, with a short pause.
 
     A lost answer to ``COMMIT`` (``OutcomeUnknown``) is run again only when the transaction is
     ``idempotent``, for example because it writes rows keyed by an id the client chose.
@@ -739,9 +813,11 @@ def run_transaction(db, work, attempts=3, idempotent=False):
         except OutcomeUnknown:
             if not idempotent or attempt == attempts:
                 raise
-        except TransactionLost:
+        except TransactionLost as error:
             if attempt == attempts:
                 raise
+            if error_code(error) == READ_ONLY:
+                db.wait_for_a_writable_server()  # a failover under way: run it again where writes are taken
         except (OperationalError, InternalError) as error:
             if error_code(error) not in (DEADLOCK, LOCK_WAIT_TIMEOUT) or attempt == attempts:
                 raise

@@ -23,6 +23,13 @@ lost). Afterwards the table is compared with what each request was told:
   (``Strategy.longest_wait()``, with the app's ``--read-timeout``) plus a second for the work.
 A failed request is charged to the kind of the last fault before it. Every connection goes
 through the relay, ``--rtt-ms`` away.
+
+With ``--cluster`` (semi-synchronous; ``--cluster async`` for asynchronous) each strategy runs
+against chapter 08's replica pair, started afresh for it and stopped after, through HAProxy; a
+``failover`` (the primary killed, the replica promoted half a second later, the old primary
+rebuilt as the new replica) takes the place of the restart among the faults. Each row says its
+replication. What a failover loses is counted like any other loss: an acknowledged write missing
+from the new primary is lost.
 """
 import argparse
 import json
@@ -39,6 +46,7 @@ from werkzeug.wrappers import Request, Response
 import app
 import config
 import faults
+import pair
 import strategies as S
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
@@ -51,6 +59,7 @@ DURING = {  # strike one request, and the kinds of request they strike
     "cut_after_commit": ["atomic", "raw_transaction"],
 }
 FAULTS = BETWEEN + list(DURING)
+CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS]
 MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
 THREADS = 8
@@ -72,12 +81,13 @@ class Tally:
     unknown_landed: int = 0
     max_request_s: float = 0.0
     bound_s: float = None
+    replication: str = None
     failed_by_fault: dict = field(default_factory=dict)
     faults_by_kind: dict = field(default_factory=dict)
     errors_by_kind: dict = field(default_factory=dict)
 
 
-def plan(requests, seed, fault_every=35):
+def plan(requests, seed, fault_every=35, cluster=False):
     """The run's schedule: a list of ``(kind of request, fault or None)``, and, between them,
     ``(None, fault)`` for a fault between batches.
 
@@ -87,7 +97,10 @@ def plan(requests, seed, fault_every=35):
     request it can strike: a cut link a write, a kill between two inserts a transaction.
     """
     rng = random.Random(seed)
-    faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
+    if cluster:
+        faults_here = CLUSTER_FAULTS
+    else:
+        faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
     low, high = max(1, fault_every * 4 // 7), max(1, fault_every * 10 // 7)
     steps, gap, bag = [], rng.randint(low, high), []
     for _ in range(requests):
@@ -97,7 +110,7 @@ def plan(requests, seed, fault_every=35):
             if not bag:
                 bag = rng.sample(faults_here, len(faults_here))
             fault, gap = bag.pop(), rng.randint(low, high)
-        if fault in BETWEEN:
+        if fault in BETWEEN or fault == "failover":
             steps.append((None, fault))
             fault = None
         kinds = DURING.get(fault, list(MIX))
@@ -110,8 +123,12 @@ class ChaosApp:
     """The requests of the run as a WSGI app: ``/<kind>/<request id>?fault=<fault>``; each runs in
     ``strategy.request()`` and answers ``ok``, or 500 with the error's class and code."""
 
-    def __init__(self, strategy, link):
-        self.strategy, self.link = strategy, link
+    def __init__(self, strategy, link, cluster=False):
+        self.strategy, self.link, self.cluster = strategy, link, cluster
+
+    def kill_port(self):
+        """Where a ``KILL`` must run: the server that holds the app's connections."""
+        return pair.port_of(pair.primary()) if self.cluster else None
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -144,7 +161,7 @@ class ChaosApp:
 
     def read(self, db, request_id, fault):
         if fault == "kill_during":
-            with faults.kill_during(S.connection_id(db), after=0.05):
+            with faults.kill_during(S.connection_id(db), after=0.05, port=self.kill_port()):
                 return db.execute_sql("SELECT SLEEP(0.3)").fetchone()
         return db.execute_sql("SELECT 1").fetchone()
 
@@ -177,7 +194,7 @@ class ChaosApp:
 
     def kill_if(self, db, fault):
         if fault == "kill_in_transaction":
-            faults.kill(S.connection_id(db))
+            faults.kill(S.connection_id(db), self.kill_port())
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)
@@ -185,31 +202,46 @@ class ChaosApp:
 
 def strike_between(fault, strategy, server, link):
     """A fault between batches, on every connection the app holds (per-request holds none)."""
-    if fault == "silent_drop":
+    if fault == "failover":
+        pair.failover(promote_after=0.5)
+        pair.rejoin()
+    elif fault == "silent_drop":
         link.drop_silently()
     elif fault == "restart":
         faults.restart_server()
     elif fault == "kill_between":
-        faults.kill_all(strategy.connection_ids())
+        faults.kill_all(strategy.connection_ids(), server.app.kill_port())
     elif fault == "expire":
         for _ in range(THREADS):  # one request on each server thread shortens its connection's wait_timeout
             app.get(f"{server.url}/expire/0")
         time.sleep(1.5)
 
 
-def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0):
-    """Run one strategy through ``steps`` against a fresh ``chaos_write`` table; its tally."""
-    admin = S.database(S.SafeReconnectMySQLDatabase)
+def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
+    """Run one strategy through ``steps`` against a fresh ``chaos_write`` table (on a fresh replica
+    pair, with ``cluster``); its tally."""
+    if cluster:
+        pair.start(cluster)
+    try:
+        return _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster)
+    finally:
+        if cluster:
+            pair.stop()
+
+
+def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
+    port = pair.proxy_port() if cluster else None
+    admin = S.database(S.SafeReconnectMySQLDatabase, port=port)
     admin.execute_sql("DROP TABLE IF EXISTS chaos_write")
     admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL, "
                       "part INT NOT NULL)")
-    tally, answers, last_fault, took = Tally(name), {}, {}, {}
-    with faults.LinkCutter(rtt_ms=rtt_ms) as link:
+    tally, answers, last_fault, took = Tally(name, replication=cluster), {}, {}, {}
+    with faults.LinkCutter(port=port, rtt_ms=rtt_ms) as link:
         cls = STRATEGIES[name]
         strategy = cls(S.database(cls.database_class, port=link.port, read_timeout=read_timeout))
         wait = strategy.longest_wait()
         tally.bound_s = None if wait is None else wait + WORK_S
-        server = app.Server(ChaosApp(strategy, link), threads=threads)
+        server = app.Server(ChaosApp(strategy, link, bool(cluster)), threads=threads)
 
         def send(numbered_step):
             request_id, (kind, fault) = numbered_step
@@ -307,9 +339,9 @@ STRATEGIES = {**S.STRATEGIES, AcksDropped.name: AcksDropped, WritesTwice.name: W
 
 
 def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS,
-            read_timeout=READ_TIMEOUT, rtt_ms=0):
+            read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
     """Every strategy, one after another, through the same schedule; their tallies."""
-    steps = plan(requests, seed, fault_every)
+    steps = plan(requests, seed, fault_every, cluster=bool(cluster))
     tallies = []
     for name in names:
         done, lock = 0, threading.Lock()
@@ -321,7 +353,7 @@ def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, t
                 if progress and (done % 20 == 0 or done == requests):
                     progress(name, done, requests)
 
-        tallies.append(run(name, steps, tick, threads, read_timeout, rtt_ms))
+        tallies.append(run(name, steps, tick, threads, read_timeout, rtt_ms, cluster))
     return tallies
 
 
@@ -350,6 +382,8 @@ def main(argv=None):
     parser.add_argument("--read-timeout", type=int, default=READ_TIMEOUT,
                         help=f"the app's read_timeout in seconds (default {READ_TIMEOUT})")
     parser.add_argument("--rtt-ms", type=float, default=0, help="the server this far away, through the relay (default 0)")
+    parser.add_argument("--cluster", choices=pair.MODES, nargs="?", const="semisync",
+                        help="against chapter 08's replica pair, with failovers (alone: semisync)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--self-check", action="store_true",
                         help="run two deliberately wrong strategies; exit 1 unless the counts show what they did")
@@ -358,7 +392,7 @@ def main(argv=None):
         return 0 if self_check() else 1
     started = time.monotonic()
     tallies = run_all(args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
-                      threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms)
+                      threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster)
     if args.json:
         print(json.dumps({"threads": args.threads, "read_timeout": args.read_timeout, "rtt_ms": args.rtt_ms,
                           "strategies": [asdict(t) for t in tallies]}))

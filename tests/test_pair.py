@@ -1,0 +1,154 @@
+"""The replica pair and its failover, for real: two MariaDB servers replicating, HAProxy in front."""
+import threading
+import time
+
+import pytest
+
+import faults
+import measuring
+import pair
+import strategies as S
+
+INSERT = "INSERT INTO pair_test (request_id) VALUES (%s)"
+
+
+@pytest.fixture
+def semisync(server_up):
+    with pair.running("semisync"):
+        yield
+
+
+@pytest.fixture
+def asynchronous(server_up):
+    with pair.running("async"):
+        yield
+
+
+def through_the_proxy(cls=S.SafeReconnectMySQLDatabase, **options):
+    return S.database(cls, port=pair.proxy_port(), **options)
+
+
+def make_table(db):
+    db.execute_sql("CREATE TABLE IF NOT EXISTS pair_test (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
+
+
+def count_on(name, request_id):
+    db = S.database(port=pair.port_of(name))
+    try:
+        return db.execute_sql("SELECT COUNT(*) FROM pair_test WHERE request_id = %s", (request_id,)).fetchone()[0]
+    finally:
+        db.close_all()
+
+
+def wait_until_replicated(request_id=0, rows=0, timeout=10):
+    """Until the replica has the table, and ``rows`` rows of ``request_id`` in it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if count_on(pair.replica(), request_id) >= rows:
+                return
+        except S.ProgrammingError:
+            pass  # the table is not there yet
+        assert time.monotonic() < deadline, "not replicated"
+        time.sleep(0.05)
+
+
+def test_the_replica_follows_the_primary_and_refuses_writes(semisync):
+    db = through_the_proxy()
+    make_table(db)
+    db.execute_sql(INSERT, (1,))
+    wait_until_replicated(1)
+    status = pair.replica_status(pair.replica())
+    assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
+    replica = S.database(port=pair.port_of(pair.replica()))
+    with pytest.raises(S.OperationalError) as refused:
+        replica.execute_sql(INSERT, (2,))
+    assert S.error_code(refused.value) == S.READ_ONLY  # the course's user cannot write on a replica
+    db.close_all()
+    replica.close_all()
+
+
+def test_after_a_failover_through_haproxy_the_next_request_is_served(semisync):
+    strategy = S.SafeReconnect(through_the_proxy())
+    with strategy.request() as db:
+        make_table(db)
+    assert measuring.attempt(strategy, lambda db: db.execute_sql(INSERT, (3,)).rowcount) == ("ok", 1)
+    wait_until_replicated(3)
+    old = pair.primary()
+    pair.crash_primary()
+    promotion = threading.Timer(1.0, pair.promote_replica)  # meanwhile HAProxy sends connections to a read-only replica
+    promotion.start()
+    started = time.monotonic()
+    assert measuring.attempt(strategy, lambda db: db.execute_sql(INSERT, (4,)).rowcount) == ("ok", 1)
+    assert time.monotonic() - started > 0.5  # it waited for a server that takes writes
+    promotion.join()
+    assert pair.primary() != old and count_on(pair.primary(), 4) == 1 and count_on(pair.primary(), 3) == 1
+    assert measuring.attempt(strategy, measuring.select_one) == ("ok", 1)
+    strategy.close()
+
+
+def test_a_transaction_on_a_read_only_server_is_run_again_where_writes_are_taken(semisync):
+    db = through_the_proxy()
+    make_table(db)
+    wait_until_replicated()
+    pair.crash_primary()
+    promotion = threading.Timer(1.0, pair.promote_replica)
+    promotion.start()
+    tries = []
+
+    def two_inserts(db):
+        tries.append(1)
+        db.execute_sql(INSERT, (5,))
+        db.execute_sql(INSERT, (5,))
+
+    S.run_transaction(db, two_inserts)
+    promotion.join()
+    assert count_on(pair.primary(), 5) == 2 and len(tries) >= 2
+    db.close_all()
+
+
+def test_a_list_of_hosts_is_walked_for_the_one_that_takes_writes(semisync):
+    hosts = [("127.0.0.1", pair.port_of("b")), ("127.0.0.1", pair.port_of("a"))]  # the replica first
+    db = S.database(S.SafeReconnectMySQLDatabase, hosts=hosts)
+    make_table(db)
+    db.execute_sql(INSERT, (6,))
+    assert count_on("a", 6) == 1
+    pair.failover()
+    db.execute_sql(INSERT, (7,))  # a is gone: b, promoted, takes it
+    assert count_on("b", 7) == 1
+    db.close_all()
+
+
+def test_an_acknowledged_write_is_lost_by_an_asynchronous_failover_not_by_a_semi_synchronous_one(server_up):
+    """The replication link cut silently, a write, then the primary dies and the replica is promoted."""
+    outcomes = {}
+    for mode in ("async", "semisync"):
+        with pair.running(mode):
+            db = through_the_proxy(read_timeout=2)
+            make_table(db)
+            wait_until_replicated()
+            with faults.LinkCutter(port=pair.port_of(pair.primary())) as link:
+                pair.repoint_replication(link.port)
+                link.drop_silently()
+                try:
+                    db.execute_sql(INSERT, (8,))
+                    outcomes[mode] = "acknowledged"
+                except S.OutcomeUnknown:
+                    outcomes[mode] = "unknown"
+                pair.failover()
+                outcomes[mode] += f", {count_on(pair.primary(), 8)} rows after the failover"
+            db.close_all()
+    assert outcomes == {"async": "acknowledged, 0 rows after the failover",
+                        "semisync": "unknown, 0 rows after the failover"}
+
+
+def test_the_chaos_run_fails_over_and_the_safe_strategy_loses_nothing_under_semi_sync(server_up):
+    from bench import chaos
+
+    tally, = chaos.run_all(requests=90, seed=1, fault_every=8, names=["safe_reconnect"], read_timeout=1,
+                           cluster="semisync")
+    assert tally.replication == "semisync" and tally.faults_by_kind.get("failover")
+    assert "restart" not in tally.faults_by_kind
+    assert tally.lost == 0 and tally.duplicates == 0 and tally.torn == 0
+    assert set(tally.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost"}
+    assert not pair.HOME.exists()  # the run started the pair, and stopped it
