@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,22 +99,35 @@ class Instance:
     def is_running(self):
         return self.pid() is not None and self.answers()
 
+    def running_port(self):
+        """The port the running process was started with (its command line), or None."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        arguments = Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")
+        ports = [a.split("=", 1)[1] for a in arguments if a.startswith("--port=")]
+        return int(ports[0]) if ports else None
+
     def initialise(self):
-        """Create the data folder; built aside and renamed, so a failure leaves nothing half-made."""
+        """Create the data folder. It is built aside, in a temporary folder, and moved in place, so
+        a failure leaves nothing half-made; and so that a path with a space works as root too
+        (``mariadb-install-db --user=root`` runs a ``chown`` that splits an unquoted path)."""
         if self.data.exists():
             return
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        staging = self.home / "data.new"
-        shutil.rmtree(staging, ignore_errors=True)
+        aside = Path(tempfile.mkdtemp(prefix="mariadb-data-"))
+        staging = aside / "data"
         command = [_program("mariadb-install-db", "mysql_install_db"), "--no-defaults", f"--datadir={staging}",
                    "--auth-root-authentication-method=normal", "--skip-test-db"]
         if os.geteuid() == 0:
             command.append("--user=root")
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ServerError(f"mariadb-install-db failed:\n{result.stdout}{result.stderr}")
-        staging.rename(self.data)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ServerError(f"mariadb-install-db failed:\n{result.stdout}{result.stderr}")
+            shutil.move(str(staging), str(self.data))
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
 
     def launch(self):
         """Start mariadbd in the background and wait until it answers."""
@@ -149,7 +163,8 @@ class Instance:
     def provision(self):
         """Create the schema and the course's user with rights on that schema only; drop root's TCP logins.
 
-        Runs at every start: each statement is idempotent, and a password changed in DB_PASS follows.
+        Runs at every start: each statement is idempotent. The user keeps the password it was
+        created with: a mistyped DB_PASS at a later start is refused (1045), never made the password.
         """
         user = f"'{config.DB_USER}'@'127.0.0.1'"
         connection = self.root_connection()
@@ -161,7 +176,6 @@ class Instance:
             cursor.execute("FLUSH PRIVILEGES")
             cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{config.DB_SCHM}`")
             cursor.execute(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY %s", (config.DB_PASS,))
-            cursor.execute(f"ALTER USER {user} IDENTIFIED BY %s", (config.DB_PASS,))
             cursor.execute(f"GRANT ALL PRIVILEGES ON `{config.DB_SCHM}`.* TO {user}")
         finally:
             connection.close()
@@ -169,6 +183,10 @@ class Instance:
     def start(self):
         """Initialise the server if needed, start it, and make sure the course's user and schema exist."""
         if self.is_running():
+            running = self.running_port()
+            if running is not None and running != self.port:
+                raise ServerError(f"the server already runs on port {running}, not on {self.port} (DB_PORT): stop it "
+                                  f"with `make stop`, then start it again on the port you want")
             return "already running"
         if self.pid() is None and _port_taken(self.port):
             raise ServerError(
@@ -257,7 +275,9 @@ def status():
         return f"not managed here: DB_HOST points at your own server, {config.describe()}"
     server = course()
     if server.is_running():
-        return f"running on 127.0.0.1:{config.DB_PORT} (pid {server.pid()}, data in {server.data})"
+        port = server.running_port() or config.DB_PORT
+        mismatch = "" if port == config.DB_PORT else f"; DB_PORT says {config.DB_PORT}: `make stop`, then start it there"
+        return f"running on 127.0.0.1:{port} (pid {server.pid()}, data in {server.data}){mismatch}"
     return f"not running (start it with `{START_COMMAND}`)"
 
 
@@ -280,8 +300,10 @@ def check_connection():
                    else "start your server, or correct DB_HOST / DB_PORT")
             message = f"no MySQL server answers at {where}: {fix}."
         elif code == 1045:
-            fix = ("the local server takes the password in DB_PASS at its next start: run `make stop` then "
-                   f"`{START_COMMAND}`" if config.LOCAL_SERVER else "correct DB_PASS (or DB_USER)")
+            fix = (f"the local server keeps the password it was created with ({config.LOCAL_PASSWORD}, unless DB_PASS "
+                   "was set then): unset or correct DB_PASS; to give it a new one, `python -m localdb reset` (which "
+                   "deletes its data) and start it with the new DB_PASS" if config.LOCAL_SERVER
+                   else "correct DB_PASS (or DB_USER)")
             message = f"the server at {where} refused {config.DB_USER!r} with this password (1045): {fix}."
         elif code == 1044 or code == 1049:
             message = (f"{config.DB_USER!r} cannot use the schema {config.DB_SCHM!r} at {where} ({code}): "

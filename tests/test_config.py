@@ -51,7 +51,7 @@ def test_describe_leaves_the_password_out():
 def test_a_wrong_password_is_named_with_the_hint():
     result = run_python("import localdb; localdb.check_connection()", DB_PASS="not-the-password")
     assert "refused 'simplerr' with this password (1045)" in result.stderr
-    assert "make stop" in result.stderr
+    assert "python -m localdb reset" in result.stderr
     assert "not-the-password" not in result.stderr
 
 

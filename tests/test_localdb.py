@@ -82,3 +82,30 @@ def test_root_has_no_tcp_login():
     with pytest.raises(MySQLdb.OperationalError) as error:
         MySQLdb.connect(host="127.0.0.1", port=config.DB_PORT, user="root")
     assert error.value.args[0] == 1045
+
+
+def test_a_mistyped_password_never_becomes_the_servers(connect):
+    result = run_python("import localdb; print(localdb.restart())", DB_PASS="a-typo")
+    assert "started on" in result.stdout
+    connect().ping()  # the password it was created with still works
+    with pytest.raises(MySQLdb.OperationalError) as refused:
+        MySQLdb.connect(**dict(config.connect_kwargs(), password="a-typo"))
+    assert refused.value.args[0] == 1045
+
+
+def test_status_tells_the_port_the_server_really_listens_on():
+    other = free_port()
+    result = run_python("import localdb; print(localdb.status())", DB_PORT=str(other))
+    assert f"running on 127.0.0.1:{config.DB_PORT} (pid " in result.stdout
+    assert f"DB_PORT says {other}" in result.stdout
+    started = run_python("import localdb; localdb.start()", DB_PORT=str(other))
+    assert f"the server already runs on port {config.DB_PORT}, not on {other}" in started.stderr
+
+
+def test_a_server_under_a_path_with_a_space_starts_and_stops(tmp_path):
+    server = localdb.Instance(tmp_path / "with a space", free_port())
+    try:
+        assert server.start().startswith("started on")
+        assert server.is_running()
+    finally:
+        assert server.stop() == "stopped"
