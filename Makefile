@@ -2,8 +2,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 LAB_PORT ?= 8888
-# JupyterLab serves the repository (notebooks show docs/ pictures) and opens on notebooks/
+# JupyterLab serves the repository (notebooks show docs/ pictures) and opens on your copies of the
+# chapters in work/ (ignored by git), so that running and changing them never touches notebooks/
 LAB_ROOT ?= .
+LAB_DIR ?= work
 HTML_DIR ?= build/html
 # JupyterLab refuses to run as root without --allow-root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -15,7 +17,7 @@ APP_THREADS ?= 4
 
 REPLICATION ?= async
 
-.PHONY: setup setup-browser server stop status lab test test-browser app pictures html pair pair-stop
+.PHONY: setup setup-browser server stop status lab lab-refresh test test-browser app pictures html pair pair-stop
 
 setup:             ## system packages and .venv, where missing
 	@bash bin/setup
@@ -38,8 +40,12 @@ pair: server       ## chapter 08's primary and replica, with HAProxy in front: m
 pair-stop:         ## stop the pair and HAProxy, and delete their data
 	@$(PY) -m pair stop
 
-lab: server        ## open the course in JupyterLab, on notebooks/
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
+lab: server        ## open the course in JupyterLab, on your copies of the chapters in work/
+	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp -n notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/$(LAB_DIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
+
+lab-refresh:       ## replace your copies in work/ with the committed chapters (your changes there are lost)
+	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/" && echo "work/: fresh copies of notebooks/"
 
 test: server       ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest

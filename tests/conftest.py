@@ -68,7 +68,7 @@ def running_lab(*make_args, seconds=90):
     try:
         deadline = time.monotonic() + seconds
         for line in lab.stdout:
-            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=\w+", line)
+            found = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/work\?token=\w+", line)
             if found:
                 break
             assert time.monotonic() < deadline, f"JupyterLab printed no URL in {seconds} s"

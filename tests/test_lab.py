@@ -1,9 +1,11 @@
-"""`make lab` serves JupyterLab on notebooks/: started as the README says, checked with a request."""
+"""`make lab` serves JupyterLab on the reader's copies of the chapters (work/): started as the README
+says, checked with a request."""
+import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from conftest import running_lab
+from conftest import ROOT, running_lab
 
 
 def get(url, seconds=30):
@@ -23,4 +25,16 @@ def get(url, seconds=30):
 def test_make_lab_serves_the_course():
     with running_lab() as url:
         assert "JupyterLab" in get(url)
-        assert "00_setup.ipynb" in get(url.replace("/lab/tree/notebooks?", "/api/contents/notebooks?"))
+        assert "00_setup.ipynb" in get(url.replace("/lab/tree/work?", "/api/contents/work?"))
+
+
+def test_make_lab_keeps_the_readers_copies_until_asked(tmp_path):
+    copy = tmp_path / "work" / "00_setup.ipynb"
+    copy.parent.mkdir()
+    copy.write_text("changed by the reader")
+    with running_lab(f"LAB_ROOT={tmp_path}"):
+        pass
+    assert copy.read_text() == "changed by the reader"  # make lab never overwrites a copy
+    assert (tmp_path / "work" / "01_naive.ipynb").exists()  # and adds the ones missing
+    subprocess.run(["make", "-s", "lab-refresh", f"LAB_ROOT={tmp_path}"], cwd=ROOT, check=True, capture_output=True)
+    assert copy.read_bytes() == (ROOT / "notebooks" / "00_setup.ipynb").read_bytes()

@@ -35,7 +35,7 @@ def test_00_setup_runs_in_jupyterlab(lab):
             profile, executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS, headless=True,
             viewport={"width": 1400, "height": 1000})
         page = browser.new_page()
-        page.goto(lab.replace("/notebooks?", "/notebooks/00_setup.ipynb?"), timeout=60_000)
+        page.goto(lab.replace("/work?", "/work/00_setup.ipynb?"), timeout=60_000)
         notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         # The kernel has started and answered (the status bar says so): cells sent earlier may be dropped.
         expect(page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle")).to_be_visible(
