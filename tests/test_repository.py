@@ -1,0 +1,35 @@
+"""The repository's own papers: a license for the prose and one for the code, a citation file,
+a contributing guide whose commands exist."""
+import re
+
+import yaml
+
+from conftest import ROOT
+
+
+def test_the_license_covers_prose_and_code():
+    text = (ROOT / "LICENSE").read_text()
+    assert "Creative Commons Attribution 4.0" in text and "MIT License" in text
+
+
+def test_the_citation_file_is_valid_and_names_the_course():
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    title = (ROOT / "README.md").read_text().splitlines()[0].lstrip("# ")
+    assert citation["title"] == title
+    assert set(citation["license"]) == {"CC-BY-4.0", "MIT"}
+
+
+def test_the_contributing_guide_names_only_what_exists():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    for path in re.findall(r"`((?:notebooks|bench|docs|tests|\.ci)/[\w./]*|\w+\.py)`", text):
+        assert (ROOT / path).exists() or (ROOT / "notebooks" / path).exists(), path
+    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+    assert all(target in targets for target in re.findall(r"`make ([\w-]+)`", text))
+
+
+def test_no_committed_output_holds_a_path_of_the_machine_that_ran_it():
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = notebook.read_text()
+        for path in ("site-packages", str(ROOT), "/root/", "/home/"):
+            assert path not in text, f"{notebook.name} holds {path!r}"
