@@ -323,7 +323,7 @@ def main(argv=None):
         return 2
     action = actions[argv[0]]
     if action is start and not config.LOCAL_SERVER:
-        print(f"DB_HOST is set: using your own server, not starting the local one")
+        print("DB_HOST is set: using your own server, not starting the local one")
         action = check_connection
     try:
         print(f"local MariaDB server: {action()}")

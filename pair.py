@@ -371,7 +371,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     actions = {"start": start, "failover": failover, "status": status, "stop": stop}
     if not argv or argv[0] not in actions or (len(argv) > 1 and argv[0] != "start") or len(argv) > 2:
-        print(f"usage: python -m pair {{start [async|semisync]|failover|status|stop}}", file=sys.stderr)
+        print("usage: python -m pair {start [async|semisync]|failover|status|stop}", file=sys.stderr)
         return 2
     try:
         print(actions[argv[0]](*argv[1:]))

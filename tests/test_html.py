@@ -1,6 +1,5 @@
 """`make html`: every notebook rendered with its outputs, one page each."""
 import subprocess
-from pathlib import Path
 
 from conftest import ROOT
 

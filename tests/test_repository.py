@@ -1,6 +1,7 @@
 """The repository's own papers: a license for the prose and one for the code, a citation file,
 a contributing guide whose commands exist."""
 import re
+import subprocess
 
 import yaml
 
@@ -33,3 +34,9 @@ def test_no_committed_output_holds_a_path_of_the_machine_that_ran_it():
         text = notebook.read_text()
         for path in ("site-packages", str(ROOT), "/root/", "/home/"):
             assert path not in text, f"{notebook.name} holds {path!r}"
+
+
+def test_ruff_finds_nothing_in_the_code_and_the_notebooks():
+    result = subprocess.run([str(ROOT / ".venv/bin/ruff"), "check", "--output-format", "concise", "."], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
