@@ -1,5 +1,6 @@
 """The repository's own papers: a license for the prose and one for the code, a citation file,
 a contributing guide whose commands exist."""
+import json
 import re
 import subprocess
 
@@ -40,3 +41,13 @@ def test_ruff_finds_nothing_in_the_code_and_the_notebooks():
     result = subprocess.run([str(ROOT / ".venv/bin/ruff"), "check", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_dev_container_runs_the_courses_own_commands():
+    container = json.loads((ROOT / ".devcontainer" / "devcontainer.json").read_text())
+    assert "bookworm" in container["image"]  # Debian 12, as the course is tested on
+    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+    for command in (container["postCreateCommand"], container["postStartCommand"]):
+        assert command.split()[0] == "make" and command.split()[1] in targets
+    assert all((ROOT / path).exists() for path in container["customizations"]["codespaces"]["openFiles"])
+    assert 8888 in container["forwardPorts"]
