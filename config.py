@@ -52,11 +52,12 @@ def connect_kwargs():
     return dict(host=DB_HOST, port=DB_PORT, user=DB_USER, password=DB_PASS, database=DB_SCHM)
 
 
-def sql_url():
-    """A SQLAlchemy URL for ``%sql`` (it holds the password: pass it, never print it)."""
+def sql_url(port=None):
+    """A SQLAlchemy URL for ``%sql`` (it holds the password: pass it, never print it); ``port``
+    for another server on the same host (a node of chapter 08's pair)."""
     from sqlalchemy.engine import URL
 
-    url = URL.create("mysql+mysqldb", DB_USER, DB_PASS, DB_HOST, DB_PORT, DB_SCHM)
+    url = URL.create("mysql+mysqldb", DB_USER, DB_PASS, DB_HOST, port or DB_PORT, DB_SCHM)
     return url.render_as_string(hide_password=False)
 
 

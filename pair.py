@@ -101,10 +101,7 @@ def _accounts(name):
 
 def sql_url(name):
     """A SQLAlchemy URL for ``%sql`` on one node, as the course's user (it holds the password: pass it, never print it)."""
-    from sqlalchemy.engine import URL
-
-    url = URL.create("mysql+mysqldb", config.DB_USER, config.DB_PASS, "127.0.0.1", port_of(name), config.DB_SCHM)
-    return url.render_as_string(hide_password=False)
+    return config.sql_url(port_of(name))
 
 
 def _build(name, mode):

@@ -4,8 +4,10 @@ import time
 
 import pytest
 
+import app
 import faults
 import measuring
+import models
 import pair
 import strategies as S
 
@@ -85,6 +87,35 @@ def test_after_a_failover_through_haproxy_the_next_request_is_served(semisync):
     assert pair.primary() != old and count_on(pair.primary(), 4) == 1 and count_on(pair.primary(), 3) == 1
     assert measuring.attempt(strategy, measuring.select_one) == ("ok", 1)
     strategy.close()
+
+
+def test_the_app_serves_the_next_request_after_a_failover_through_haproxy(semisync):
+    models.seed(S.database(port=pair.proxy_port()))
+    wait_until_person_replicated()
+    strategy = S.SafeReconnect(through_the_proxy())
+    server = app.Server(app.App(strategy), threads=2)
+    try:
+        assert server.get("/person/first").startswith("200")
+        pair.failover(promote_after=0.5)
+        assert server.get("/person/first") == '200 {"id": 1, "firstname": "John", "surname": "Bob"}'
+        assert server.get_each_thread("/person/first") == {'200 {"id": 1, "firstname": "John", "surname": "Bob"}': 2}
+    finally:
+        server.stop()
+        strategy.close()
+
+
+def wait_until_person_replicated(timeout=10):
+    deadline = time.monotonic() + timeout
+    replica = S.database(port=pair.port_of(pair.replica()))
+    while True:
+        try:
+            if replica.execute_sql("SELECT COUNT(*) FROM person").fetchone()[0] == 3:
+                break
+        except S.ProgrammingError:
+            pass
+        assert time.monotonic() < deadline, "person not replicated"
+        time.sleep(0.05)
+    replica.close_all()
 
 
 def test_a_transaction_on_a_read_only_server_is_run_again_where_writes_are_taken(semisync):
