@@ -46,6 +46,24 @@ def server_up():
     localdb.start()
 
 
+@contextmanager
+def request_table(name):
+    """A fresh table ``name`` of rows carrying a request id (an AUTO_INCREMENT key and no other, so
+    a write applied twice shows as two rows); yields a function counting the rows of a request id.
+    Dropped after."""
+    import strategies
+
+    admin = strategies.database()
+    admin.execute_sql(f"CREATE TABLE IF NOT EXISTS {name} (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
+    admin.execute_sql(f"TRUNCATE TABLE {name}")
+    try:
+        yield lambda request_id: admin.execute_sql(
+            f"SELECT COUNT(*) FROM {name} WHERE request_id = %s", (request_id,)).fetchone()[0]
+    finally:
+        admin.execute_sql(f"DROP TABLE {name}")
+        admin.close_all()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

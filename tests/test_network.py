@@ -10,6 +10,7 @@ import config
 import faults
 import measuring
 import strategies as S
+from conftest import request_table
 
 INSERT = "INSERT INTO test_net (request_id) VALUES (%s)"
 
@@ -22,14 +23,8 @@ def link(server_up):
 
 @pytest.fixture
 def rows(server_up):
-    """A fresh ``test_net`` table; returns a function counting its rows for a request id."""
-    admin = S.database()
-    admin.execute_sql("CREATE TABLE IF NOT EXISTS test_net (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
-    admin.execute_sql("TRUNCATE TABLE test_net")
-    yield lambda request_id: admin.execute_sql(
-        "SELECT COUNT(*) FROM test_net WHERE request_id = %s", (request_id,)).fetchone()[0]
-    admin.execute_sql("DROP TABLE test_net")
-    admin.close_all()
+    with request_table("test_net") as count:
+        yield count
 
 
 def timed(call):

@@ -6,6 +6,7 @@ import pytest
 import faults
 import measuring
 import strategies as S
+from conftest import request_table
 
 READ = measuring.select_one
 
@@ -83,13 +84,8 @@ def test_a_kill_in_the_middle_of_a_query(make, name, expected):
 
 @pytest.fixture
 def events(server_up):
-    db = S.database()
-    db.execute_sql("CREATE TABLE IF NOT EXISTS test_event (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
-    db.execute_sql("TRUNCATE TABLE test_event")
-    yield lambda request_id: db.execute_sql(
-        "SELECT COUNT(*) FROM test_event WHERE request_id = %s", (request_id,)).fetchone()[0]
-    db.execute_sql("DROP TABLE test_event")
-    db.close()
+    with request_table("test_event") as count:
+        yield count
 
 
 def insert_with_cut(link, request_id):

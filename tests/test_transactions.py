@@ -9,20 +9,15 @@ from peewee import ProgrammingError
 import faults
 import measuring
 import strategies as S
+from conftest import request_table
 
 INSERT = "INSERT INTO test_tx (request_id) VALUES (%s)"
 
 
 @pytest.fixture
 def rows(server_up):
-    """A fresh ``test_tx`` table; returns a function counting its rows for a request id."""
-    admin = S.database()
-    admin.execute_sql("CREATE TABLE IF NOT EXISTS test_tx (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL)")
-    admin.execute_sql("TRUNCATE TABLE test_tx")
-    yield lambda request_id: admin.execute_sql(
-        "SELECT COUNT(*) FROM test_tx WHERE request_id = %s", (request_id,)).fetchone()[0]
-    admin.execute_sql("DROP TABLE test_tx")
-    admin.close_all()
+    with request_table("test_tx") as count:
+        yield count
 
 
 @pytest.fixture
