@@ -153,8 +153,11 @@ class LinkCutter:
                 self._silenced.update(server for _, server in self._pairs.values())
             self._silence_new = self._silence_new or new_connections
 
-    def _pair_of(self, connection):
+    def _forget_closed_pairs(self):
         self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
+
+    def _pair_of(self, connection):
+        self._forget_closed_pairs()
         pair = self._pairs.get(_local_port(connection))
         if pair is None:
             raise ValueError("that connection does not go through this relay (connect with its port)")
@@ -166,7 +169,7 @@ class LinkCutter:
             if connection is not None:
                 servers = {self._pair_of(connection)[1]}
             elif prefix is None:
-                self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
+                self._forget_closed_pairs()
                 servers = {server for _, server in self._pairs.values()}
             else:
                 servers = None
@@ -208,6 +211,8 @@ class LinkCutter:
                     return
                 for end in (source, sink):
                     _hang_up(end)
+                with self._lock:
+                    self._last_used.pop(server, None)
                 return
             if self.delay:
                 time.sleep(self.delay)
