@@ -583,16 +583,23 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         """Reconnect until the server takes writes (``@@read_only`` off), waiting with a growing
         pause for at most ``reconnect_timeout`` seconds: through a proxy that still sends
         connections to a replica, or while the replica is being promoted."""
-        deadline = time.monotonic() + self.reconnect_timeout
-        pause = 0.05
+        pauses = self._pauses()
         while True:
             self.reconnect()
             if not _read_only(self._state.conn):
                 return
-            if time.monotonic() + pause > deadline:
+            pause = next(pauses, None)
+            if pause is None:
                 raise OperationalError(READ_ONLY, f"no server took writes within {self.reconnect_timeout} s: "
                                                   "every one answered read-only")
             time.sleep(pause)
+
+    def _pauses(self):
+        """Growing pauses between attempts, from 50 ms to 1 s, until ``reconnect_timeout`` would pass."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        pause = 0.05
+        while time.monotonic() + pause <= deadline:
+            yield pause
             pause = min(pause * 2, 1.0)
 
     def _connect(self):
@@ -763,16 +770,15 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         connecting, nothing of the app's has been sent, so that is "cannot connect" too.
         """
         _close_quietly(self)
-        deadline = time.monotonic() + self.reconnect_timeout
-        pause = 0.05
+        pauses = self._pauses()
         while True:
             try:
                 return self.connect()
             except OperationalError as error:
-                if error_code(error) not in CANNOT_CONNECT | {SERVER_LOST} or time.monotonic() + pause > deadline:
+                pause = next(pauses, None)
+                if error_code(error) not in CANNOT_CONNECT | {SERVER_LOST} or pause is None:
                     raise
                 time.sleep(pause)
-                pause = min(pause * 2, 1.0)
 
 
 def _read_only(conn):
