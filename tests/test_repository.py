@@ -51,3 +51,13 @@ def test_the_dev_container_runs_the_courses_own_commands():
         assert command.split()[0] == "make" and command.split()[1] in targets
     assert all((ROOT / path).exists() for path in container["customizations"]["codespaces"]["openFiles"])
     assert 8888 in container["forwardPorts"]
+
+
+def test_every_solution_is_collapsed_until_the_reader_opens_it():
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        solutions = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).startswith("# Solution")]
+        assert solutions, f"{notebook.name} has no solution cell"
+        for cell in solutions:
+            assert "hide-input" in cell["metadata"].get("tags", [])
+            assert cell["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, notebook.name
