@@ -82,8 +82,13 @@ class SQLAlchemyEngine:
         if self.raw:
             connection = self.engine.raw_connection()  # the pool alone
             cursor = connection.cursor()
+
+            def execute(sql, params):
+                cursor.execute(sql, params)
+                return cursor
+
             try:
-                yield Statements(lambda sql, params: cursor.execute(sql, params) and None or cursor)
+                yield Statements(execute)
             finally:
                 connection.close()  # back to the pool
             return
@@ -115,8 +120,8 @@ def contenders(port=None):
 
 
 def run(repeat=None, rtt_ms=None, seed=None):
-    """Median and p99 microseconds of each contender, and each median's ratio to the floor's with
-    its 95% interval; through a relay ``rtt_ms`` away when it is given."""
+    """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
+    round-by-round ratios) with its 95% interval; through a relay ``rtt_ms`` away when it is given."""
     repeat = repeat or default_rounds(rtt_ms)
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
     everyone = contenders(relay.port if relay else None)
