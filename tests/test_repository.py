@@ -37,6 +37,21 @@ def test_no_committed_output_holds_a_path_of_the_machine_that_ran_it():
             assert path not in text, f"{notebook.name} holds {path!r}"
 
 
+def test_every_chapter_has_resources_with_the_libraries_own_docs():
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        resources = [c for c in cells if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Resources")]
+        assert resources and "https://" in "".join(resources[0]["source"]), notebook.name
+
+
+def test_the_notebooks_hold_no_execution_timestamps():
+    # what the nbstripout pre-commit hook removes: outputs and counts stay, nbval checks them
+    notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    result = subprocess.run([str(ROOT / ".venv/bin/nbstripout"), "--verify", "--keep-output", "--keep-count", *notebooks],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_ruff_finds_nothing_in_the_code_and_the_notebooks():
     result = subprocess.run([str(ROOT / ".venv/bin/ruff"), "check", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True)
@@ -59,5 +74,5 @@ def test_every_solution_is_collapsed_until_the_reader_opens_it():
         solutions = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).startswith("# Solution")]
         assert solutions, f"{notebook.name} has no solution cell"
         for cell in solutions:
-            assert "hide-input" in cell["metadata"].get("tags", [])
+            assert "hide-cell" in cell["metadata"].get("tags", [])  # the book hides its source and its output
             assert cell["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, notebook.name
