@@ -6,7 +6,7 @@ LAB_PORT ?= 8888
 # chapters in work/ (ignored by git), so that running and changing them never touches notebooks/
 LAB_ROOT ?= .
 LAB_DIR ?= work
-HTML_DIR ?= build/html
+BOOK_DIR ?= build/book
 # JupyterLab refuses to run as root without --allow-root
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -17,13 +17,19 @@ APP_THREADS ?= 4
 
 REPLICATION ?= async
 
-.PHONY: setup setup-browser server stop status lab lab-refresh test test-browser app pictures html pair pair-stop
+.PHONY: setup setup-test setup-book setup-browser server stop status lab lab-refresh test test-browser app pictures book pair pair-stop
 
-setup:             ## system packages and .venv, where missing
+setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
 
-setup-browser:     ## also Chromium, for the browser test and the pictures
-	@bash bin/setup --browser
+setup-test:        ## also what the tests need (requirements-test.txt)
+	@bash bin/setup --test
+
+setup-book:        ## also what the book needs (requirements-book.txt)
+	@bash bin/setup --book
+
+setup-browser:     ## the tests', the book's and Chromium, for the browser test and the pictures
+	@bash bin/setup --test --browser
 
 server: setup      ## start the local MariaDB server (or check your own, when DB_HOST is set)
 	@$(PY) -m localdb start
@@ -47,19 +53,21 @@ lab: server        ## open the course in JupyterLab, on your copies of the chapt
 lab-refresh:       ## replace your copies in work/ with the committed chapters (your changes there are lost)
 	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/" && echo "work/: fresh copies of notebooks/"
 
-test: server       ## every unit test and every notebook, strictly checked
+test: setup-test server  ## every unit test and every notebook, strictly checked
 	$(VENV)/bin/pytest
 
 app: server        ## serve the seed app under gunicorn for your browser: make app STRATEGY=per_request
 	STRATEGY=$(STRATEGY) $(VENV)/bin/gunicorn --bind 127.0.0.1:$(APP_PORT) --workers $(APP_WORKERS) \
 	  --threads $(APP_THREADS) --preload 'app:create_app()'
 
-test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in headless Chromium
+test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in headless Chromium; the book's links
 	@mkdir -p build
 	$(VENV)/bin/pytest -m browser tests/browser
 
 pictures: setup-browser server  ## docs/person.png and docs/broken.png, from the running app
 	$(PY) docs/make_pictures.py
 
-html: setup        ## every notebook, with its outputs, as HTML under build/html (HTML_DIR)
-	$(VENV)/bin/jupyter nbconvert --to html --output-dir=$(HTML_DIR) notebooks/*.ipynb
+book: setup-book   ## the course as a book (Sphinx, myst-nb) from the committed outputs, offline, in build/book (BOOK_DIR)
+	@rm -rf build/book-src && mkdir -p build/book-src && cp -R book/index.md notebooks docs build/book-src/
+	$(VENV)/bin/sphinx-build -q -W --keep-going -b html -c book build/book-src $(BOOK_DIR)
+	@echo "the book: $(BOOK_DIR)/index.html"

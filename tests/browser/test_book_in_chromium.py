@@ -1,0 +1,107 @@
+"""The book as a reader meets it: built by `make book` from the committed outputs, served over HTTP,
+opened in headless Chromium, every internal link followed and every picture loaded; none broken.
+
+Run with `make test-browser`.
+"""
+import functools
+import http.server
+import shutil
+import subprocess
+import tempfile
+import threading
+from urllib.parse import urldefrag, urlparse
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """`make book` into a temporary folder, served on 127.0.0.1; the URL of its first page."""
+    out = tmp_path_factory.mktemp("book")
+    subprocess.run(["make", "-s", "book", f"BOOK_DIR={out}"], cwd=ROOT, check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(book):
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS, headless=True)
+        yield browser.new_page()
+        browser.close()
+
+
+def crawl(page, start):
+    """Every page reachable from ``start`` by the book's own links; for each, its links and pictures."""
+    origin = urlparse(start).netloc
+    seen, todo, pages = set(), [start], {}
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        response = page.goto(url)
+        assert response.ok, f"{url}: {response.status}"
+        page.wait_for_load_state("load")
+        links = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+        pictures = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.src, i.complete && i.naturalWidth > 0])")
+        ids = set(page.eval_on_selector_all("[id]", "nodes => nodes.map(n => n.id)"))
+        pages[url] = {"links": [link for link in links if urlparse(link).netloc == origin], "pictures": pictures,
+                      "ids": ids}
+        for link in pages[url]["links"]:
+            target = urldefrag(link).url
+            if target.endswith(".html") and target not in seen:
+                todo.append(target)
+    return pages
+
+
+def test_every_internal_link_and_picture_of_the_book_works(page, book):
+    pages = crawl(page, book)
+    chapters = [url for url in pages if "/notebooks/" in url]
+    assert len(chapters) == len(list((ROOT / "notebooks").glob("*.ipynb")))  # every chapter is reachable
+    for url, found in pages.items():
+        for src, loaded in found["pictures"]:
+            assert loaded, f"{url}: the picture {src} does not load"
+        for link in found["links"]:
+            target, fragment = urldefrag(link)
+            if target.endswith(".html"):
+                assert target in pages, f"{url}: {link} leads nowhere"
+                assert not fragment or fragment in pages[target]["ids"], f"{url}: {link} has no such section"
+            else:  # a downloadable notebook, a picture, a stylesheet: it must be there
+                assert page.request.get(target).ok, f"{url}: {link} is broken"
+    broken = [url for url in chapters if url.endswith("01_naive.html")][0]
+    assert any(src.endswith("broken.png") for src, _ in pages[broken]["pictures"])  # the chapters' own pictures
+
+
+def test_solutions_are_collapsed_and_chapters_link_to_each_other(page, book):
+    page.goto(book.replace("index.html", "notebooks/01_naive.html"))
+    solution = page.locator("details", has_text="# Solution")
+    assert solution.count() == 1 and solution.get_attribute("open") is None  # closed until the reader opens it
+    assert not page.get_by_text("8 threads: 500 Internal Server Error").last.is_visible()  # its output too
+    page.locator("a", has_text="02 · Per request").last.click()
+    assert page.url.endswith("notebooks/02_per_request.html")
+
+
+def test_the_book_can_be_searched_offline(page, book):
+    page.goto(book.replace("index.html", "search.html?q=wait_timeout"))
+    results = page.locator("#search-results li")
+    results.first.wait_for(timeout=30_000)
+    assert results.count() >= 3  # the chapters that speak of it
