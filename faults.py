@@ -136,6 +136,7 @@ class LinkCutter:
         self._last_used = {}  # server-side socket -> when a packet last went through
         self._lock = threading.Lock()
         self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut_next_reply(self, connection=None, statement=None, times=1):
@@ -187,10 +188,16 @@ class LinkCutter:
                 client.close()  # nothing to relay to: the client sees the server as down
                 continue
             with self._lock:
-                self._pairs[client_port] = (client, server)
-                self._last_used[server] = time.monotonic()
-                if self._silence_new:
-                    self._silenced.add(server)
+                closed = self._closed
+                if not closed:
+                    self._pairs[client_port] = (client, server)
+                    self._last_used[server] = time.monotonic()
+                    if self._silence_new:
+                        self._silenced.add(server)
+            if closed:  # accepted just as the relay closed: hung up like the others
+                for end in (client, server):
+                    _hang_up(end)
+                return
             threading.Thread(target=self._pump, args=(client, server, server), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, server), daemon=True).start()
 
@@ -255,7 +262,10 @@ class LinkCutter:
     def close(self):
         """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
         self.listener.close()
-        for pair in self._pairs.values():
+        with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
+            self._closed = True
+            pairs = list(self._pairs.values())
+        for pair in pairs:
             for end in pair:
                 _hang_up(end)
 
