@@ -61,6 +61,22 @@ def sql_url(port=None):
     return url.render_as_string(hide_password=False)
 
 
+def forget_sql_connections():
+    """Let go of every connection ``%sql`` holds, without a word to the server: call it before
+    ``%sql {config.sql_url()}``, so that a chapter run again in the same kernel starts afresh.
+
+    ipython-sql keeps one connection per URL for ever (the naive strategy); an earlier run's
+    restart may have killed it, and replacing it would make SQLAlchemy log a failed reset.
+    ``invalidate()`` closes it without that reset.
+    """
+    from sql.connection import Connection
+
+    for connection in Connection.connections.values():
+        connection.internal_connection.invalidate()
+    Connection.connections.clear()
+    Connection.current = None
+
+
 def describe():
     """The settings as one line, without the password."""
     return f"{DB_USER}@{DB_HOST}:{DB_PORT}/{DB_SCHM}" + (" (the course's local server)" if LOCAL_SERVER else " (your own server)")

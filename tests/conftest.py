@@ -16,6 +16,11 @@ import config
 import localdb
 
 ROOT = Path(__file__).resolve().parent.parent
+# Headless Chromium as the browser tests start it: without the background-networking flags it keeps
+# trying to reach Google's hosts, which this machine's closed network refuses (docs/make_pictures.py
+# has its own copy: docs/ is not a package)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
 @pytest.fixture

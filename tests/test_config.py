@@ -63,3 +63,22 @@ def test_no_server_names_the_start_command():
 
 def test_check_connection_succeeds_on_the_running_server():
     assert localdb.check_connection().startswith("connected: simplerr@127.0.0.1")
+
+
+def test_a_chapter_run_again_lets_go_of_a_dead_sql_connection_quietly(caplog):
+    """What `config.forget_sql_connections()` is for: %sql's connection killed by an earlier run's
+    restart (a KILL here), then the chapter's connect cell again: no failed reset logged."""
+    import gc
+
+    from sql.connection import Connection
+
+    import faults
+
+    Connection(config.sql_url())
+    faults.kill(Connection.current.internal_connection.connection.dbapi_connection.thread_id())
+    config.forget_sql_connections()
+    Connection(config.sql_url())  # the connect cell, run again
+    gc.collect()
+    assert [c.internal_connection.closed for c in Connection.connections.values()] == [False]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    config.forget_sql_connections()

@@ -76,3 +76,13 @@ def test_every_solution_is_collapsed_until_the_reader_opens_it():
         for cell in solutions:
             assert "hide-cell" in cell["metadata"].get("tags", [])  # the book hides its source and its output
             assert cell["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, notebook.name
+
+
+def test_every_chapter_with_sql_cells_starts_them_afresh():
+    # run again in the same kernel, a chapter meets %sql's connection of its first run, which that
+    # run's restart killed: config.forget_sql_connections() lets go of it first (tests/test_config.py)
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        sources = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        first_sql = next((s for s in sources if "%sql" in s), None)
+        if first_sql is not None:
+            assert first_sql.index("config.forget_sql_connections()") < first_sql.index("%sql"), notebook.name

@@ -14,13 +14,9 @@ from urllib.parse import urldefrag, urlparse
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import ROOT
+from conftest import CHROMIUM_FLAGS, ROOT
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
-
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):

@@ -12,13 +12,9 @@ import tempfile
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import ROOT, running_lab
+from conftest import CHROMIUM_FLAGS, ROOT, running_lab
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
-
 
 @pytest.fixture
 def lab(tmp_path):
