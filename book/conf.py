@@ -24,4 +24,3 @@ html_theme_options = {
     "use_download_button": True,  # each chapter as the .ipynb a reader can run
     "home_page_in_toc": True,
 }
-html_last_updated_fmt = None

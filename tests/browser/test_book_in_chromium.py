@@ -18,6 +18,7 @@ from conftest import CHROMIUM_FLAGS, ROOT
 
 pytestmark = pytest.mark.browser
 
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

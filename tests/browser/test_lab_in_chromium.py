@@ -16,6 +16,7 @@ from conftest import CHROMIUM_FLAGS, ROOT, running_lab
 
 pytestmark = pytest.mark.browser
 
+
 @pytest.fixture
 def lab(tmp_path):
     """`make lab` on a copy of notebooks/ and docs/; the URL with its token."""
