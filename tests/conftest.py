@@ -16,6 +16,12 @@ import config
 import localdb
 
 ROOT = Path(__file__).resolve().parent.parent
+
+try:
+    import playwright  # noqa: F401
+except ImportError:  # make test installs the tests' packages, not the browser's: make test-browser runs these
+    collect_ignore = ["browser"]
+
 # Headless Chromium as the browser tests start it: without the background-networking flags it keeps
 # trying to reach Google's hosts, which this machine's closed network refuses (docs/make_pictures.py
 # has its own copy: docs/ is not a package)
