@@ -30,7 +30,9 @@ except ValueError as error:  # a malformed setting: from the shell, say which, w
         raise
     sys.exit(f"error: {error}")
 
-HOME = Path(__file__).resolve().parent / ".mysql"
+# COURSE_SERVER_DIR: another folder, for another server beside the course's (make test gives each of
+# its worker processes one: see tests/conftest.py)
+HOME = Path(os.environ.get("COURSE_SERVER_DIR") or Path(__file__).resolve().parent / ".mysql")
 START_COMMAND = "make server"  # what the error messages tell the reader to run
 START_TIMEOUT = 30
 
@@ -71,6 +73,9 @@ class Instance:
         self.socket = self.home / "mysqld.sock"
         self.pid_file = self.home / "mysqld.pid"
         self.error_log = self.home / "error.log"
+        # A server removes every #sql* file in its tmpdir when it starts: a shared /tmp would lose
+        # another server's temporary tables (two mariadb-install-db at once fail with 1051).
+        self.tmpdir = self.home / "tmp"
 
     def root_connection(self):
         """A root connection through the socket; root has no TCP login."""
@@ -118,7 +123,7 @@ class Instance:
         aside = Path(tempfile.mkdtemp(prefix="mariadb-data-"))
         staging = aside / "data"
         command = [_program("mariadb-install-db", "mysql_install_db"), "--no-defaults", f"--datadir={staging}",
-                   "--auth-root-authentication-method=normal", "--skip-test-db"]
+                   "--auth-root-authentication-method=normal", "--skip-test-db", f"--tmpdir={aside}"]
         if os.geteuid() == 0:
             command.append("--user=root")
         try:
@@ -133,7 +138,8 @@ class Instance:
         """Start mariadbd in the background and wait until it answers."""
         command = [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
                    "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self.pid_file}",
-                   f"--log-error={self.error_log}", "--skip-name-resolve", *self.options]
+                   f"--log-error={self.error_log}", f"--tmpdir={self.tmpdir}", "--skip-name-resolve", *self.options]
+        self.tmpdir.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             command.append("--user=root")  # mariadbd refuses to run as root without it
         with open(self.home / "mysqld.out", "ab") as out:

@@ -109,3 +109,14 @@ def test_a_server_under_a_path_with_a_space_starts_and_stops(tmp_path):
         assert server.is_running()
     finally:
         assert server.stop() == "stopped"
+
+
+def test_servers_set_up_at_the_same_time_keep_out_of_each_others_temporary_files(tmp_path):
+    # each starting server deletes the #sql* files in its tmpdir: with /tmp shared, six
+    # mariadb-install-db at once often failed (1051 Unknown table 'mysql.tmp_user_sys')
+    from concurrent.futures import ThreadPoolExecutor
+
+    servers = [localdb.Instance(tmp_path / f"server{n}", free_port()) for n in range(6)]
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(localdb.Instance.initialise, servers))
+    assert all((server.data / "mysql").is_dir() for server in servers)
