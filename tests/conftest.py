@@ -12,10 +12,29 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+
+# make test runs the tests in several processes (pytest-xdist), and each needs a server of its own:
+# tests restart it, and kill every connection of the course's user. Worker gwN's is on DB_PORT +
+# 10 (N + 1) (its replica pair on the three ports after), in .mysql/workers/gwN. Set before config
+# is imported, and inherited by the notebooks' kernels and by `make` run from a test.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER and "DB_HOST" not in os.environ:
+    os.environ["DB_PORT"] = str(int(os.environ.get("DB_PORT", "13306")) + 10 * (int(WORKER[2:]) + 1))
+    os.environ["COURSE_SERVER_DIR"] = str(ROOT / ".mysql" / "workers" / WORKER)
+
 import config
 import localdb
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def pytest_sessionstart(session):
+    if WORKER and config.LOCAL_SERVER:
+        localdb.start()
+
+
+def pytest_sessionfinish(session):
+    if WORKER and config.LOCAL_SERVER:
+        localdb.stop()  # as it was found: its data stays, for a quick start next time
 
 try:
     import playwright  # noqa: F401
