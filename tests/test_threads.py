@@ -94,15 +94,20 @@ def load(url, clients=8, requests=10, until=None):
         return [answer for answers in pool.map(client, range(clients)) for answer in answers]
 
 
-@pytest.mark.parametrize("name,connections", [(app.SEED, 1), ("naive", 2)])
-def test_preloaded_workers_share_the_seeds_connection_and_not_a_strategys(server_up, name, connections):
+@pytest.mark.parametrize("name", [app.SEED, "naive"])
+def test_preloaded_workers_share_the_seeds_connection_and_not_a_strategys(server_up, name):
     # sync workers, as gunicorn's default; a worker left waiting for an answer the other took is killed after 3 s
     with app.Gunicorn(name, workers=2, threads=1, preload=True, timeout=3) as server:
         answers = load(server.url + "/whoami", requests=25)
     served = [json.loads(a.split(" ", 1)[1]) for a in answers if a.startswith("200")]  # shared, some may fail
-    assert len({answer["process"] for answer in served}) == 2
-    assert len({answer["connection"] for answer in served}) == connections
-    if name != app.SEED:
+    processes = {answer["process"] for answer in served}
+    # two workers, and any that replaced one killed for waiting: each a fork of the preloaded master
+    assert len(processes) >= 2
+    connections = {answer["connection"] for answer in served}
+    if name == app.SEED:
+        assert len(connections) == 1  # every worker uses the master's one connection
+    else:
+        assert len(connections) == len(processes)  # each worker opened its own
         assert len(served) == len(answers) and all(answer["own_answer"] for answer in served)
 
 
