@@ -1,4 +1,5 @@
-"""Shared fixtures: the tests run against the real local server that `make test` started."""
+"""Shared fixtures: the tests run against a real local server: the one `make test` started, or, in
+each of its worker processes, one of the worker's own."""
 import os
 import re
 import signal
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # is imported, and inherited by the notebooks' kernels and by `make` run from a test.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER and "DB_HOST" not in os.environ:
-    os.environ["DB_PORT"] = str(int(os.environ.get("DB_PORT", "13306")) + 10 * (int(WORKER[2:]) + 1))
+    base = int(os.environ.get("DB_PORT", "13306"))  # config.LOCAL_PORT: config cannot be imported yet
+    os.environ["DB_PORT"] = str(base + 10 * (int(WORKER[2:]) + 1))
     os.environ["COURSE_SERVER_DIR"] = str(ROOT / ".mysql" / "workers" / WORKER)
 
 import config
@@ -35,6 +37,7 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session):
     if WORKER and config.LOCAL_SERVER:
         localdb.stop()  # as it was found: its data stays, for a quick start next time
+
 
 try:
     import playwright  # noqa: F401
