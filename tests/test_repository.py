@@ -8,6 +8,14 @@ import yaml
 
 from conftest import ROOT
 
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def cells_of(notebook, cell_type):
+    """The cells of one kind in a chapter, each as (its source, the cell)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [("".join(cell["source"]), cell) for cell in cells if cell["cell_type"] == cell_type]
+
 
 def test_the_license_covers_prose_and_code():
     text = (ROOT / "LICENSE").read_text()
@@ -31,23 +39,21 @@ def test_the_contributing_guide_names_only_what_exists():
 
 
 def test_no_committed_output_holds_a_path_of_the_machine_that_ran_it():
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for notebook in CHAPTERS:
         text = notebook.read_text()
         for path in ("site-packages", str(ROOT), "/root/", "/home/"):
             assert path not in text, f"{notebook.name} holds {path!r}"
 
 
 def test_every_chapter_has_resources_with_the_libraries_own_docs():
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        cells = json.loads(notebook.read_text())["cells"]
-        resources = [c for c in cells if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Resources")]
-        assert resources and "https://" in "".join(resources[0]["source"]), notebook.name
+    for notebook in CHAPTERS:
+        resources = [source for source, _ in cells_of(notebook, "markdown") if source.startswith("## Resources")]
+        assert resources and "https://" in resources[0], notebook.name
 
 
 def test_the_notebooks_hold_no_execution_timestamps():
     # what the nbstripout pre-commit hook removes: outputs and counts stay, nbval checks them
-    notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
-    result = subprocess.run([str(ROOT / ".venv/bin/nbstripout"), "--verify", "--keep-output", "--keep-count", *notebooks],
+    result = subprocess.run([str(ROOT / ".venv/bin/nbstripout"), "--verify", "--keep-output", "--keep-count", *CHAPTERS],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -69,9 +75,8 @@ def test_the_dev_container_runs_the_courses_own_commands():
 
 
 def test_every_solution_is_collapsed_until_the_reader_opens_it():
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        cells = json.loads(notebook.read_text())["cells"]
-        solutions = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).startswith("# Solution")]
+    for notebook in CHAPTERS:
+        solutions = [cell for source, cell in cells_of(notebook, "code") if source.startswith("# Solution")]
         assert solutions, f"{notebook.name} has no solution cell"
         for cell in solutions:
             assert "hide-cell" in cell["metadata"].get("tags", [])  # the book hides its source and its output
@@ -81,8 +86,7 @@ def test_every_solution_is_collapsed_until_the_reader_opens_it():
 def test_every_chapter_with_sql_cells_starts_them_afresh():
     # run again in the same kernel, a chapter meets %sql's connection of its first run, which that
     # run's restart killed: config.forget_sql_connections() lets go of it first (tests/test_config.py)
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        sources = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
-        first_sql = next((s for s in sources if "%sql" in s), None)
+    for notebook in CHAPTERS:
+        first_sql = next((source for source, _ in cells_of(notebook, "code") if "%sql" in source), None)
         if first_sql is not None:
             assert first_sql.index("config.forget_sql_connections()") < first_sql.index("%sql"), notebook.name

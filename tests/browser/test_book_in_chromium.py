@@ -49,12 +49,11 @@ def page(book):
 def crawl(page, start):
     """Every page reachable from ``start`` by the book's own links; for each, its links and pictures."""
     origin = urlparse(start).netloc
-    seen, todo, pages = set(), [start], {}
+    todo, pages = [start], {}
     while todo:
         url = todo.pop()
-        if url in seen:
+        if url in pages:
             continue
-        seen.add(url)
         response = page.goto(url)
         assert response.ok, f"{url}: {response.status}"
         page.wait_for_load_state("load")
@@ -65,7 +64,7 @@ def crawl(page, start):
                       "ids": ids}
         for link in pages[url]["links"]:
             target = urldefrag(link).url
-            if target.endswith(".html") and target not in seen:
+            if target.endswith(".html") and target not in pages:
                 todo.append(target)
     return pages
 
