@@ -3,6 +3,7 @@ import threading
 import time
 
 import pytest
+from peewee import ProgrammingError
 
 import app
 import faults
@@ -49,8 +50,8 @@ def wait_until_replicated(request_id=0, rows=0, timeout=10):
         try:
             if count_on(pair.replica(), request_id) >= rows:
                 return
-        except S.ProgrammingError:
-            pass  # the table is not there yet
+        except ProgrammingError:
+            pass  # 1146: the table is not there yet
         assert time.monotonic() < deadline, "not replicated"
         time.sleep(0.05)
 
@@ -111,8 +112,8 @@ def wait_until_person_replicated(timeout=10):
         try:
             if replica.execute_sql("SELECT COUNT(*) FROM person").fetchone()[0] == 3:
                 break
-        except S.ProgrammingError:
-            pass
+        except ProgrammingError:
+            pass  # 1146: the table is not there yet
         assert time.monotonic() < deadline, "person not replicated"
         time.sleep(0.05)
     replica.close_all()
