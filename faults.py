@@ -72,6 +72,28 @@ def expire_after(db, seconds=1):
     db.connection().cursor().execute(f"SET SESSION wait_timeout = {int(seconds)}")
 
 
+def wait_until_closed(connection_ids, port=None, timeout=10):
+    """Return as soon as the server holds none of ``connection_ids`` (their ``wait_timeout`` ran
+    out, say): a fixed sleep would wait longer, and a busy machine could still overrun it."""
+    ids = [int(connection_id) for connection_id in connection_ids]
+    if not ids:
+        return
+    admin = MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
+    try:
+        cursor = admin.cursor()
+        deadline = time.monotonic() + timeout
+        while True:
+            cursor.execute(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({', '.join(map(str, ids))})")
+            still_open = sorted(row[0] for row in cursor.fetchall())
+            if not still_open:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server still holds connections {still_open} after {timeout} s")
+            time.sleep(0.02)
+    finally:
+        admin.close()
+
+
 def restart_server():
     """Restart the local server, cutting every connection; with your own server, say it is skipped."""
     if not config.LOCAL_SERVER:

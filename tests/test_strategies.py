@@ -1,6 +1,7 @@
 """Every strategy against every fault, on the real server: what each chapter claims, asserted."""
 import time
 
+import MySQLdb
 import pytest
 
 import faults
@@ -31,7 +32,8 @@ def kill_between(strategy):
 def expire(strategy):
     with strategy.request() as db:
         faults.expire_after(db, 1)
-    time.sleep(2)
+        expiring = S.connection_id(db)
+    faults.wait_until_closed([expiring])  # per-request's has closed at the request's end already
 
 
 def restart(strategy):
@@ -52,6 +54,18 @@ def make(server_up):
     yield _make
     for strategy in made:
         strategy.close()
+
+
+def test_wait_until_closed_returns_once_the_server_has_hung_up(connect):
+    expiring, live = connect(), connect()
+    expiring.cursor().execute("SET SESSION wait_timeout = 1")
+    started = time.monotonic()
+    faults.wait_until_closed([expiring.thread_id()])
+    assert 0.9 < time.monotonic() - started < 5
+    with pytest.raises(MySQLdb.OperationalError):
+        expiring.cursor().execute("SELECT 1")  # the server hung up
+    with pytest.raises(TimeoutError, match=f"connections \\[{live.thread_id()}\\]"):
+        faults.wait_until_closed([live.thread_id()], timeout=0.2)
 
 
 BETWEEN = {"kill": kill_between, "expire": expire, "restart": restart}
@@ -134,7 +148,8 @@ def test_safe_reconnect_retries_a_write_that_was_never_sent(make, events):
     strategy = make("safe_reconnect")
     with strategy.request() as db:
         faults.expire_after(db, 1)
-    time.sleep(2)  # the server hangs up before the write: the client sees 2006 and nothing ran
+        expiring = S.connection_id(db)
+    faults.wait_until_closed([expiring])  # the server hangs up before the write: the client sees 2006 and nothing ran
     assert measuring.attempt(strategy, lambda db: db.execute_sql("INSERT INTO test_event (request_id) VALUES (8)"))[0] == "ok"
     assert events(8) == 1
 

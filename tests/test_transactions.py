@@ -34,7 +34,7 @@ def kill_between(db):
 
 def expire(db):
     faults.expire_after(db, 1)
-    time.sleep(1.5)
+    faults.wait_until_closed([S.connection_id(db)])
 
 
 @pytest.mark.parametrize("fault", [kill_between, expire])
