@@ -77,6 +77,14 @@ def forget_sql_connections():
     Connection.current = None
 
 
+def sql_connection():
+    """The driver's connection that ``%sql`` runs its statements on, for a helper that should ask
+    over it rather than open (and leave listed) one of its own."""
+    from sql.connection import Connection
+
+    return Connection.current.internal_connection.connection.dbapi_connection
+
+
 def describe():
     """The settings as one line, without the password."""
     return f"{DB_USER}@{DB_HOST}:{DB_PORT}/{DB_SCHM}" + (" (the course's local server)" if LOCAL_SERVER else " (your own server)")

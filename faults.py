@@ -72,13 +72,19 @@ def expire_after(db, seconds=1):
     db.connection().cursor().execute(f"SET SESSION wait_timeout = {int(seconds)}")
 
 
-def wait_until_closed(connection_ids, port=None, timeout=10):
+def wait_until_closed(connection_ids, port=None, timeout=10, over=None):
     """Return as soon as the server holds none of ``connection_ids`` (their ``wait_timeout`` ran
-    out, say): a fixed sleep would wait longer, and a busy machine could still overrun it."""
+    out, or a ``KILL`` ended them and their threads have wound up): a fixed sleep would wait
+    longer, and a busy machine could still overrun it.
+
+    It asks over a connection of its own, or over ``over`` (a driver's connection, left open):
+    a connection just closed is listed a moment longer, as its own would be in a
+    ``SHOW PROCESSLIST`` right after.
+    """
     ids = [int(connection_id) for connection_id in connection_ids]
     if not ids:
         return
-    admin = MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
+    admin = over or MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
     try:
         cursor = admin.cursor()
         deadline = time.monotonic() + timeout
@@ -91,7 +97,8 @@ def wait_until_closed(connection_ids, port=None, timeout=10):
                 raise TimeoutError(f"the server still holds connections {still_open} after {timeout} s")
             time.sleep(0.02)
     finally:
-        admin.close()
+        if over is None:
+            admin.close()
 
 
 def restart_server():

@@ -75,10 +75,29 @@ def test_a_chapter_run_again_lets_go_of_a_dead_sql_connection_quietly(caplog):
     import faults
 
     Connection(config.sql_url())
-    faults.kill(Connection.current.internal_connection.connection.dbapi_connection.thread_id())
+    faults.kill(config.sql_connection().thread_id())
     config.forget_sql_connections()
     Connection(config.sql_url())  # the connect cell, run again
     gc.collect()
     assert [c.internal_connection.closed for c in Connection.connections.values()] == [False]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    config.forget_sql_connections()
+
+
+def test_a_wait_for_killed_connections_can_ask_over_sqls_own(connect):
+    """Chapter 01 waits for its killed connections over %sql's connection, so that SHOW PROCESSLIST
+    right after lists that one alone, not also the waiter's own, just closed."""
+    from sql.connection import Connection
+
+    import faults
+
+    Connection(config.sql_url())
+    sql_side = config.sql_connection()
+    victim = connect()
+    faults.kill(victim.thread_id())
+    faults.wait_until_closed([victim.thread_id()], over=sql_side)
+    cursor = sql_side.cursor()
+    cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (config.DB_USER,))
+    listed = [row[0] for row in cursor.fetchall()]
+    assert victim.thread_id() not in listed and sql_side.thread_id() in listed  # asked over it, left open
     config.forget_sql_connections()
