@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import MySQLdb
 
@@ -104,9 +105,9 @@ def sql_url(name):
     return config.sql_url(port_of(name))
 
 
-def _build(name, mode):
+def _build(name, mode, server_id=None):
     """A node from nothing: a fresh data folder, started, with the course's user and the pair's accounts."""
-    server = node(name, mode, _next_server_id())
+    server = node(name, mode, server_id or _next_server_id())
     server.crash()
     shutil.rmtree(server.home, ignore_errors=True)
     server.start()
@@ -279,8 +280,9 @@ def start(replication="async"):
     stop()
     HOME.mkdir(parents=True, exist_ok=True)
     _mode_file().write_text(replication)
-    _build("a", replication)
-    _build("b", replication)
+    server_ids = {name: _next_server_id() for name in NAMES}
+    with ThreadPoolExecutor(len(NAMES)) as builders:  # both at once: each has its own folder, port and tmpdir
+        list(builders.map(lambda name: _build(name, replication, server_ids[name]), NAMES))
     _role_file().write_text("a")
     _replicate("b", port_of("a"))
     _start_haproxy()
@@ -303,12 +305,24 @@ def crash_primary():
 
 
 def promote_replica():
-    """Make the replica the primary: stop replicating, take writes. Returns the new primary's name."""
+    """Make the replica the primary: apply what it has received, stop replicating, take writes.
+    Returns the new primary's name."""
     new = replica()
+    _apply_what_it_received(new)
     _run(new, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0")
     haproxy_command(f"set server mysql/{new} state ready")
     _role_file().write_text(new)
     return new
+
+
+def _apply_what_it_received(name, seconds=20):
+    """Wait until the replica has applied every change it has received. A semi-synchronous primary
+    acknowledges a write once its replica has received it, not applied it: promoting the replica
+    before its SQL thread has caught up would drop the write with the relay log."""
+    received = (replica_status(name) or {}).get("Gtid_IO_Pos") or ""
+    (waited,), = _run(name, f"SELECT MASTER_GTID_WAIT('{received}', {int(seconds)})")
+    if waited != 0:
+        raise PairError(f"node {name} did not apply what it had received ({received}) within {seconds} s")
 
 
 def failover(promote_after=0.0):
