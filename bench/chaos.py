@@ -63,7 +63,7 @@ CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULT
 MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
 THREADS = 8
-READ_TIMEOUT = 2  # the app's read_timeout, short so that silent drops do not make the run long
+READ_TIMEOUT = 1  # the app's read_timeout, the least there is (whole seconds): silent drops cost the run little
 WORK_S = 1.0  # the longest a request's own statements take here (a slow read sleeps 0.3 s)
 
 
@@ -125,6 +125,7 @@ class ChaosApp:
 
     def __init__(self, strategy, link, cluster=False):
         self.strategy, self.link, self.cluster = strategy, link, cluster
+        self.expiring = []  # the connections an expire fault shortened the wait_timeout of
 
     def kill_port(self):
         """Where a ``KILL`` must run: the server that holds the app's connections."""
@@ -198,6 +199,7 @@ class ChaosApp:
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)
+        self.expiring.append(S.connection_id(db))
 
 
 def strike_between(fault, strategy, server, link):
@@ -212,9 +214,10 @@ def strike_between(fault, strategy, server, link):
     elif fault == "kill_between":
         faults.kill_all(strategy.connection_ids(), server.app.kill_port())
     elif fault == "expire":
-        for _ in range(THREADS):  # one request on each server thread shortens its connection's wait_timeout
-            app.get(f"{server.url}/expire/0")
-        time.sleep(1.5)
+        server.app.expiring = []
+        server.get_each_thread("/expire/0")  # each thread's connection gets a wait_timeout of 1 s
+        faults.wait_until_closed(server.app.expiring, server.app.kill_port())
+        time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
 
 
 def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):

@@ -129,7 +129,9 @@ def run(repeat=None, rtt_ms=None, seed=None):
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
     everyone = contenders(relay.port if relay else None)
     try:
-        samples = measuring.measure(everyone, repeat=repeat, warmup=max(50, repeat // 20), seed=seed)
+        # warm-up, not kept: the first rounds open every contender's connections and fill the server's
+        # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
+        samples = measuring.measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
     finally:
         for contender in everyone:
             contender.close()

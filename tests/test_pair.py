@@ -173,14 +173,3 @@ def test_an_acknowledged_write_is_lost_by_an_asynchronous_failover_not_by_a_semi
     assert outcomes == {"async": "acknowledged, 0 rows after the failover",
                         "semisync": "unknown, 0 rows after the failover"}
 
-
-def test_the_chaos_run_fails_over_and_the_safe_strategy_loses_nothing_under_semi_sync(server_up):
-    from bench import chaos
-
-    tally, = chaos.run_all(requests=90, seed=1, fault_every=8, names=["safe_reconnect"], read_timeout=1,
-                           cluster="semisync")
-    assert tally.replication == "semisync" and tally.faults_by_kind.get("failover")
-    assert "restart" not in tally.faults_by_kind
-    assert tally.lost == 0 and tally.duplicates == 0 and tally.torn == 0
-    assert set(tally.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost"}
-    assert not pair.HOME.exists()  # the run started the pair, and stopped it
