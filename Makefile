@@ -16,8 +16,10 @@ APP_WORKERS ?= 2
 APP_THREADS ?= 4
 
 REPLICATION ?= async
-# make test's worker processes, a server each; against a server of your own (DB_HOST) one process
-TEST_WORKERS ?= 4
+# make test's worker processes, a server each; against a server of your own (DB_HOST) one process.
+# Each takes whole files, in the order tests/conftest.py gives (the longest first), not xdist's own
+# (the most tests first: --no-loadscope-reorder)
+TEST_WORKERS ?= 8
 
 .PHONY: setup setup-test setup-book setup-browser server stop status lab lab-refresh test test-browser app pictures book pair pair-stop
 
@@ -56,7 +58,7 @@ lab-refresh:       ## replace your copies in work/ with the committed chapters (
 	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/" && echo "work/: fresh copies of notebooks/"
 
 test: setup-test server  ## every unit test and every notebook, strictly checked
-	$(VENV)/bin/pytest $(if $(DB_HOST),,-n $(TEST_WORKERS) --dist loadfile)
+	$(VENV)/bin/pytest $(if $(DB_HOST),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 app: server        ## serve the seed app under gunicorn for your browser: make app STRATEGY=per_request
 	STRATEGY=$(STRATEGY) $(VENV)/bin/gunicorn --bind 127.0.0.1:$(APP_PORT) --workers $(APP_WORKERS) \

@@ -90,3 +90,10 @@ def test_every_chapter_with_sql_cells_starts_them_afresh():
         first_sql = next((source for source, _ in cells_of(notebook, "code") if "%sql" in source), None)
         if first_sql is not None:
             assert first_sql.index("config.forget_sql_connections()") < first_sql.index("%sql"), notebook.name
+
+
+def test_the_files_make_test_starts_first_exist():
+    from conftest import LONGEST_FIRST
+
+    files = {path.stem for path in CHAPTERS} | {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    assert set(LONGEST_FIRST) <= files, set(LONGEST_FIRST) - files  # a renamed file would quietly start last
