@@ -153,10 +153,7 @@ def test_safe_reconnect_retries_a_write_declared_idempotent(make, server_up):
 
 def test_safe_reconnect_retries_a_write_that_was_never_sent(make, events):
     strategy = make("safe_reconnect")
-    with strategy.request() as db:
-        faults.expire_after(db, 1)
-        expiring = S.connection_id(db)
-    faults.wait_until_closed([expiring])  # the server hangs up before the write: the client sees 2006 and nothing ran
+    expire(strategy)  # the server hangs up before the write: the client sees 2006 and nothing ran
     assert measuring.attempt(strategy, lambda db: db.execute_sql("INSERT INTO test_event (request_id) VALUES (8)"))[0] == "ok"
     assert events(8) == 1
 
