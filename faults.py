@@ -17,10 +17,16 @@ import config
 import localdb
 
 
+def _admin(port=None):
+    """A connection of the course's user of its own, as an admin's prompt is (to the server at
+    ``port``, when it is not the course's: a node of the replica pair, say)."""
+    return MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
+
+
 def kill(connection_id, port=None):
     """``KILL`` a connection from a connection of its own, as an admin at the ``mysql>`` prompt would
-    (on the server at ``port``, when it is not the course's: a node of the replica pair, say)."""
-    admin = MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
+    (on the server at ``port``, when it is not the course's)."""
+    admin = _admin(port)
     try:
         admin.cursor().execute(f"KILL {int(connection_id)}")
     finally:
@@ -30,7 +36,7 @@ def kill(connection_id, port=None):
 def connections_of_the_course_user():
     """The ids of every connection of the course's user but the asker's, in any process: an app's,
     a worker's, a notebook's. (A user without the PROCESS privilege sees only its own.)"""
-    admin = MySQLdb.connect(**config.connect_kwargs())
+    admin = _admin()
     try:
         cursor = admin.cursor()
         cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()",
@@ -84,7 +90,7 @@ def wait_until_closed(connection_ids, port=None, timeout=10, over=None):
     ids = [int(connection_id) for connection_id in connection_ids]
     if not ids:
         return
-    admin = over or MySQLdb.connect(**dict(config.connect_kwargs(), **({"port": port} if port else {})))
+    admin = over or _admin(port)
     try:
         cursor = admin.cursor()
         deadline = time.monotonic() + timeout
