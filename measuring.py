@@ -2,17 +2,44 @@
 import random
 import statistics
 import time
+from dataclasses import dataclass
 
 from peewee import InterfaceError, OperationalError
 
+from errors import error_code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one request ended: its ``value``, or the ``error`` it failed with."""
+    value: object = None
+    error: Exception = None
+
+    @property
+    def ok(self):
+        return self.error is None
+
+    @property
+    def kind(self):
+        """``"ok"``, or the error's class name (``"OutcomeUnknown"``)."""
+        return "ok" if self.ok else type(self.error).__name__
+
+    @property
+    def code(self):
+        """``"ok"``, or the error's MySQL number (2013)."""
+        return "ok" if self.ok else error_code(self.error)
+
+    def __repr__(self):
+        return f"ok: {self.value!r}" if self.ok else f"{self.kind}{self.error.args!r}"
+
 
 def attempt(strategy, work):
-    """Run ``work(db)`` as one request; return ``("ok", result)`` or ``("error", "ClassName(code, msg)")``."""
+    """Run ``work(db)`` as one request; its ``Outcome``. A database error is caught, any other raised."""
     try:
         with strategy.request() as db:
-            return "ok", work(db)
+            return Outcome(work(db))
     except (OperationalError, InterfaceError) as error:
-        return "error", f"{type(error).__name__}{error.args!r}"
+        return Outcome(error=error)
 
 
 def select_one(db):

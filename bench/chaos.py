@@ -47,6 +47,7 @@ import app
 import config
 import faults
 import pair
+import statements
 import strategies as S
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
@@ -315,7 +316,7 @@ class AcksDroppedDatabase(S.SafeReconnectMySQLDatabase):
         try:
             return super().execute_sql(sql, params)
         except (S.OutcomeUnknown, S.TransactionLost):
-            if S.is_read(sql):
+            if statements.is_read(sql):
                 raise
             return None
 
@@ -324,7 +325,7 @@ class WritesTwiceDatabase(S.SafeReconnectMySQLDatabase):
     """WRONG on purpose: every write is taken for idempotent, so a write whose answer was lost is sent again."""
 
     def execute_sql(self, sql, params=None):
-        with self.idempotent_writes():
+        with self.idempotent():
             return super().execute_sql(sql, params)
 
 

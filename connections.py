@@ -1,0 +1,157 @@
+"""The course's peewee database: mysqlclient always, a record of each connection, and the fork fix.
+
+- mysqlclient (``MySQLdb``) always: peewee picks PyMySQL when it is importable, which would
+  silently change the driver, its error classes and what a connection can tell.
+- A ``ConnectionRecord`` per connection: what the strategies remember of it (when it was opened
+  and when it retires, when last used, the transaction and session state the server reported),
+  in one small typed record instead of attributes hung on the driver's object.
+- The server's status flags after each statement (``server_status()``): every answer of the
+  server carries them, and libmariadb keeps the last; reading them costs no round trip.
+"""
+import ctypes
+import ctypes.util
+import os
+import random
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import MySQLdb
+from peewee import InterfaceError, MySQLDatabase, OperationalError
+
+# The server's status flags (mariadb_com.h).
+IN_TRANSACTION = 1  # a transaction is open
+AUTOCOMMIT = 2  # autocommit is on: with it off, every statement is in a transaction
+SESSION_STATE_CHANGED = 16384  # the statement changed the session (with session_track_state_change)
+# Retire a connection after this many seconds, before anything in between forgets it while it is
+# idle: NAT tables and load balancers often do after 4 to 6 minutes, the server after wait_timeout.
+MAX_AGE = 180
+MAX_AGE_JITTER = 0.2  # a connection retires between 80% and 100% of max_age: threads started together spread out
+
+
+@dataclass
+class ConnectionRecord:
+    """What the course remembers of one connection, from its opening to its close."""
+    opened_at: float = field(default_factory=time.monotonic)
+    retire_at: float = float("inf")  # after this (monotonic) time it is replaced at a safe moment
+    last_used: float = float("-inf")  # when a request last ended well on it (IdlePing)
+    transaction: str = None  # what the server reports open, or None
+    partly_committed: bool = False  # a statement inside atomic() committed what came before
+    session: str = None  # what the session holds that a new connection would not, or None
+    used: bool = False  # this request has run a statement on it (so may have left LAST_INSERT_ID() ...)
+    dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
+    poller: object = None  # select.poll() on its socket: see SafeReconnectMySQLDatabase
+
+
+def _native_status_reader():
+    """A function from a mysqlclient connection to its server status flags, through libmariadb's
+    ``mariadb_get_infov()`` (mysqlclient hands out its ``MYSQL *``); None where the library is not
+    libmariadb."""
+    path = ctypes.util.find_library("mariadb")
+    if path is None:
+        return None
+    library = ctypes.CDLL(path)
+    if not hasattr(library, "mariadb_get_infov"):
+        return None
+    get_info = library.mariadb_get_infov
+    get_info.argtypes, get_info.restype = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p], ctypes.c_int
+    pointer_of = ctypes.pythonapi.PyCapsule_GetPointer
+    pointer_of.argtypes, pointer_of.restype = [ctypes.py_object, ctypes.c_char_p], ctypes.c_void_p
+    server_status, flags = 30, ctypes.c_uint()  # MARIADB_CONNECTION_SERVER_STATUS
+    flags_ref = ctypes.byref(flags)
+
+    def read(conn):
+        get_info(pointer_of(conn._get_native_connection(), b"_mysql.connection.native_connection"),
+                 server_status, flags_ref)
+        return flags.value
+    return read
+
+
+server_status = _native_status_reader()
+
+
+# Connections a forked child inherited from its parent: never closed from the child (see below).
+_inherited_at_fork = []
+
+
+class CourseMySQLDatabase(MySQLDatabase):
+    """peewee's ``MySQLDatabase`` on mysqlclient, that keeps a record of every connection it
+    opened, in every thread, and lets go of its parent's connections in a process made by ``fork()``.
+
+    A forked child shares its parent's sockets. Were it to use one, two processes would talk over
+    one connection and read each other's answers; were it to close one, it would send the server
+    a goodbye that ends the parent's connection too. So in the child each inherited socket is
+    pointed at ``/dev/null`` (the parent's stays open) and forgotten, and the child connects anew.
+    """
+
+    def __init__(self, *args, max_age=MAX_AGE, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_age = max_age  # seconds a connection may live, or None: see retire_if_too_old()
+        self._records = weakref.WeakKeyDictionary()  # every connection opened in this process -> its record
+        self_ref = weakref.ref(self)
+
+        def before_fork():
+            db = self_ref()
+            if db is not None:  # held now, or the child would drop other threads' connections at once
+                _inherited_at_fork.extend(db._records.keys())
+
+        def after_fork_in_child():
+            db = self_ref()
+            if db is not None:
+                db._forget_parents_connections()
+
+        os.register_at_fork(before=before_fork, after_in_parent=_inherited_at_fork.clear,
+                            after_in_child=after_fork_in_child)
+
+    def _connect(self):
+        conn = MySQLdb.connect(database=self.database, autocommit=True, **self.connect_params)
+        record = ConnectionRecord()
+        if self.max_age is not None:
+            record.retire_at = record.opened_at + self.max_age * (1 - MAX_AGE_JITTER * random.random())
+        self._records[conn] = record
+        return conn
+
+    def record(self):
+        """The record of the calling thread's connection, or None when it has none open."""
+        return None if self._state.closed else self._records.get(self._state.conn)
+
+    def too_old(self):
+        """True when this thread's connection is past its retirement (``max_age``, less a little jitter)."""
+        record = self.record()
+        return record is not None and time.monotonic() > record.retire_at
+
+    def connection_ids(self):
+        """The server ids of every connection this database holds open in this process, in any thread."""
+        return sorted(conn.thread_id() for conn in list(self._records.keys()) if conn.open)
+
+    def close_all(self):
+        """Close every connection this database opened, in every thread (at the end of a demo or a
+        server's life: another thread must not be using one)."""
+        for conn in list(self._records.keys()):
+            try:
+                conn.close()
+            except MySQLdb.Error:
+                pass
+        self.dispose()
+
+    def _forget_parents_connections(self):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in _inherited_at_fork:
+                try:
+                    os.dup2(devnull, conn.fileno())  # the child's copy of the socket goes; the parent's stays
+                except (MySQLdb.Error, OSError):
+                    pass  # closed already
+        finally:
+            os.close(devnull)
+        self._records = weakref.WeakKeyDictionary()
+        self.dispose()
+        _inherited_at_fork.clear()  # now they may be closed: the goodbye goes to /dev/null
+
+
+def close_quietly(db):
+    """Close the calling thread's connection of ``db``; a dead one cannot be closed cleanly, and needs no more."""
+    try:
+        db.close()
+    except (OperationalError, InterfaceError):
+        db.dispose()

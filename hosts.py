@@ -1,0 +1,37 @@
+"""Failover's host walk: of several servers, connect to the one that takes writes.
+
+A proxy in front of a primary and its replica may still send connections to the old primary, or
+to a replica, for a while after a failover; a client that knows every server can ask each.
+"""
+import MySQLdb
+
+
+def read_only(conn):
+    """True when the server of a driver connection refuses writes (``@@read_only``)."""
+    cursor = conn.cursor()
+    cursor.execute("SELECT @@read_only")
+    return bool(cursor.fetchone()[0])
+
+
+def connect_to_writable(hosts, connect):
+    """Walk ``hosts`` once, in order, connecting with ``connect(host, port)``: the first that takes
+    writes, or else the first that answered (reads work there; writes wait for a promotion). Each
+    attempt is bounded by the connection's ``connect_timeout`` and its query by ``read_timeout``."""
+    fallback, failure = None, None
+    for host, port in hosts:
+        try:
+            conn = connect(host, port)
+        except MySQLdb.OperationalError as error:
+            failure = error
+            continue
+        if not read_only(conn):
+            if fallback is not None:
+                fallback.close()
+            return conn
+        if fallback is None:
+            fallback = conn
+        else:
+            conn.close()
+    if fallback is not None:
+        return fallback
+    raise failure

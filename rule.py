@@ -1,0 +1,115 @@
+"""The safe reconnect's rule: after a statement failed, what may happen next. One table, read top down.
+
+Every way a statement can fail that the safe reconnect handles (``BEGIN``, ``COMMIT`` and the
+read-only path included) is described by a ``Situation`` of five facts, and the first row of
+``RULE`` that matches it gives the verdict. Each fact comes from where it is true:
+
+- ``failure``: how it failed. ``not sent`` the client knows (it found the server had hung up
+  before sending, or could not send: 2006, 4031); ``lost`` means the answer never came (2013,
+  1927): the server may have run it; ``timed out`` is the client's own ``read_timeout`` running
+  out: the server may be running it still; ``read-only`` the server refused it (1290): it did not
+  run. After a retry, the worst of both tries.
+- ``transaction``: from the server's status flags after every statement (and peewee's
+  ``atomic()``): ``none``, ``open`` (the server rolls it back when the connection dies), or
+  ``partly committed`` (a statement inside ``atomic()`` committed what came before: DDL does).
+- ``statement``: ``read`` (its text shows it changes nothing: ``SELECT 1``), ``idempotent``
+  (the app declared it may run twice), ``write`` (a plain ``INSERT``, ``UPDATE``, ``DELETE``:
+  it may have effects, and cannot end a transaction) or ``may commit`` (``COMMIT``, DDL,
+  ``CALL``, anything the text does not show whole).
+- ``session``: ``needed`` when a new connection would lack what the app relies on (state the
+  server reported, a lock; or what earlier statements of the request left, for a statement
+  that may read it), else ``not needed``.
+- ``retried``: whether this statement has been run again once already: at most once, but for a
+  refusal by a read-only server, run again while ``reconnect_timeout`` lasts.
+"""
+from dataclasses import dataclass, fields
+
+RETRY = "run it again"
+RETRY_WHEN_WRITABLE = "run it again where writes are taken"
+TRANSACTION_LOST = "TransactionLost"
+OUTCOME_UNKNOWN = "OutcomeUnknown"
+SESSION_LOST = "SessionLost"
+RAISE = "raise"
+
+FAILURES = ("not sent", "lost", "timed out", "read-only")
+TRANSACTIONS = ("none", "open", "partly committed")
+STATEMENTS = ("read", "idempotent", "write", "may commit")
+SESSIONS = ("not needed", "needed")
+RETRIED = ("no", "yes")
+
+
+@dataclass(frozen=True)
+class Situation:
+    failure: str
+    transaction: str
+    statement: str
+    session: str
+    retried: str = "no"
+
+
+ANY = "*"
+# failure, transaction, statement, session, retried -> verdict, why. The first row that matches wins.
+RULE = [
+    ("*", "partly committed", "*", "*", "*", OUTCOME_UNKNOWN,
+     "a statement inside the transaction committed what came before it: that part is applied, the rest may not be"),
+    ("read-only", "open", "*", "*", "*", TRANSACTION_LOST,
+     "the server refused it and rolls the transaction back: nothing of it was applied"),
+    ("not sent", "open", "*", "*", "*", TRANSACTION_LOST,
+     "it was never sent, and the server rolled the transaction back: nothing of it was applied"),
+    ("lost|timed out", "open", "may commit", "*", "*", OUTCOME_UNKNOWN,
+     "it may have committed the transaction: it may or may not have been applied"),
+    ("lost|timed out", "open", "*", "*", "*", TRANSACTION_LOST,
+     "it cannot commit, and the server rolls the transaction back: nothing of it was applied"),
+    ("timed out", "none", "read", "*", "*", RAISE,
+     "the client gave up waiting, and the server may be running it still: not run a second time"),
+    ("timed out", "none", "*", "*", "*", OUTCOME_UNKNOWN,
+     "the client gave up waiting, and the server may be running it still: it may or may not be applied"),
+    ("lost", "none", "write|may commit", "*", "*", OUTCOME_UNKNOWN,
+     "the server may have run it before the answer was lost: it may or may not have been applied, so not run again"),
+    ("*", "none", "*", "needed", "*", SESSION_LOST,
+     "a new connection would not have what the session held, so it was not run there"),
+    ("lost", "none", "idempotent", "*", "yes", OUTCOME_UNKNOWN,
+     "lost twice: it may or may not have been applied"),
+    ("read-only", "none", "*", "*", "*", RETRY_WHEN_WRITABLE,
+     "the server refused it: nothing ran (waiting for one that takes writes: within reconnect_timeout)"),
+    ("*", "none", "*", "*", "yes", RAISE, "it failed again when run a second time"),
+    ("*", "none", "*", "*", "no", RETRY, "nothing ran, or running it twice is running it once"),
+]
+COLUMNS = [field.name for field in fields(Situation)] + ["verdict", "why"]
+
+
+def _matches(pattern, value):
+    return pattern == ANY or value in pattern.split("|")
+
+
+def row_for(situation):
+    """The first row of ``RULE`` that ``situation`` matches."""
+    values = [getattr(situation, name) for name in COLUMNS[:5]]
+    for row in RULE:
+        if all(_matches(pattern, value) for pattern, value in zip(row, values)):
+            return row
+    raise LookupError(f"no row of the rule matches {situation}")  # the test walks every situation
+
+
+def verdict(situation):
+    """What happens next: one of ``RETRY``, ``RETRY_WHEN_WRITABLE``, ``TRANSACTION_LOST``,
+    ``OUTCOME_UNKNOWN``, ``SESSION_LOST``, ``RAISE``."""
+    return row_for(situation)[5]
+
+
+def every_situation():
+    """Every combination of the five facts."""
+    return [Situation(*values) for values in _product(FAILURES, TRANSACTIONS, STATEMENTS, SESSIONS, RETRIED)]
+
+
+def _product(*axes):
+    if not axes:
+        return [()]
+    return [(first, *rest) for first in axes[0] for rest in _product(*axes[1:])]
+
+
+def as_table():
+    """``RULE`` as a pandas DataFrame, one row a line, for a chapter to show."""
+    import pandas
+
+    return pandas.DataFrame(RULE, columns=COLUMNS).replace({"*": "any"})

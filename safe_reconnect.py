@@ -1,0 +1,266 @@
+"""The course's safe reconnect: run a statement; when its connection is gone, ask the rule
+(``rule.py``) what may happen next, and do only that.
+
+Before a statement is sent, a connection the server has already closed is found (its socket is
+readable: an idle connection never has anything to read) and counts as "not sent". After each
+statement the server's status flags say whether a transaction is open and whether the session
+changed (``connections.server_status()``); what may run twice, the app declares (``idempotent()``);
+what the text of a statement shows is read, conservatively, in ``statements.py``.
+"""
+import select
+import threading
+import time
+from contextlib import contextmanager
+
+from peewee import OperationalError
+
+import hosts as host_walk
+import rule
+import statements
+from connections import AUTOCOMMIT, IN_TRANSACTION, SESSION_STATE_CHANGED, CourseMySQLDatabase, close_quietly
+from connections import server_status
+from errors import (CANNOT_CONNECT, CONNECTION_KILLED, NOT_SENT, READ_ONLY, SERVER_GONE, SERVER_LOST, OutcomeUnknown,
+                    SessionLost, TransactionLost, error_code)
+
+RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
+WORST_FIRST = ["timed out", "lost", "read-only", "not sent"]  # after a retry, the failure is the worse of the two
+TIMED_OUT_AT = 0.95  # a loss this far into read_timeout is the client giving up, not the server hanging up
+
+
+class ServerHungUp(OperationalError):
+    """Found before sending: the server had already closed the connection. Nothing was sent."""
+
+
+class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
+    """A database whose every statement, ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` runs through one
+    rule (``rule.RULE``): run again once where that cannot apply anything twice, continue half a
+    transaction, or run without the session it relied on; otherwise ``TransactionLost``,
+    ``OutcomeUnknown`` or ``SessionLost``. Reconnecting waits for a server that accepts, or one
+    that takes writes (``hosts``: walked for one), for at most ``reconnect_timeout`` seconds."""
+
+    def __init__(self, *args, reconnect_timeout=20.0, hosts=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconnect_timeout = reconnect_timeout
+        self.hosts = hosts  # [(host, port), ...] to walk for a server that takes writes; None: the one in the settings
+        self._declared = threading.local()
+
+    @contextmanager
+    def idempotent(self):
+        """Declare that the statements in this block may run twice with the effect of once: reads
+        of tables, writes keyed by an id the client chose."""
+        self._declared.idempotent = True
+        try:
+            yield
+        finally:
+            self._declared.idempotent = False
+
+    def new_request(self):
+        """A request starts: what earlier requests' statements left (``LAST_INSERT_ID()``) is not its own."""
+        record = self.record()
+        if record is not None:
+            record.used = False
+
+    def open_transaction(self):
+        """What keeps a transaction open on this thread's connection, by the server's word, or None."""
+        record = self.record()
+        return "peewee's atomic()" if self.in_transaction() else record and record.transaction
+
+    def session_state(self):
+        """What the session holds that a new connection would not have, or None."""
+        record = self.record()
+        return record and record.session
+
+    def execute_sql(self, sql, params=None):
+        return self._run(sql, lambda: super(SafeReconnectMySQLDatabase, self).execute_sql(sql, params))
+
+    def begin(self, *args, **kwargs):
+        return self._run("BEGIN", lambda: super(SafeReconnectMySQLDatabase, self).begin(*args, **kwargs), "idempotent")
+
+    def commit(self):
+        result = self._run("COMMIT", super().commit, "may commit")
+        self._transaction_ended()  # atomic() ends here
+        return result
+
+    def rollback(self):
+        """``ROLLBACK``; on a connection that died, the server has rolled back already: nothing to do."""
+        record = self.record()
+        if record is None or record.dead or self.server_hung_up():
+            return close_quietly(self)
+        try:
+            super().rollback()
+        except OperationalError as error:
+            if error_code(error) not in NOT_SENT | {SERVER_LOST, CONNECTION_KILLED}:
+                raise
+            return close_quietly(self)
+        self._transaction_ended()
+
+    def _run(self, sql, send, kind=None):
+        """Send ``sql`` with ``send()``; after a failure, do what the rule says."""
+        kind = kind or self._kind(sql)
+        failure, retried, pauses = None, "no", self._pauses()
+        while True:
+            started = time.monotonic()
+            try:
+                self._before_sending()
+                result = send()
+            except OperationalError as error:
+                failure = self._worse(failure, self._failure(error, started))
+                situation = rule.Situation(failure, self._transaction(), kind, self._session(sql), retried)
+                self._after_failure(situation, error, pauses)
+                retried = "yes"
+                continue
+            self._note(sql, kind)
+            return result
+
+    def _kind(self, sql):
+        if getattr(self._declared, "idempotent", False):
+            return "idempotent"
+        if statements.is_read(sql):
+            return "read"
+        return "may commit" if statements.may_end_transaction(sql) else "write"
+
+    def _before_sending(self):
+        record = self.record()
+        if record is None:
+            return  # peewee connects as the statement is sent
+        if record.dead or self.server_hung_up():
+            raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
+        if time.monotonic() > record.retire_at and not (self.in_transaction() or record.transaction or record.session):
+            close_quietly(self)  # retired while nothing of it is needed: see strategies.retire_if_too_old()
+
+    def _failure(self, error, started):
+        """How a statement failed, as the rule's ``failure``; an error of another kind is raised as it is."""
+        code = error_code(error)
+        timeout = self.connect_params.get("read_timeout")
+        if isinstance(error, ServerHungUp) or code in NOT_SENT:
+            return "not sent"
+        if code == READ_ONLY:
+            return "read-only"
+        if code in (SERVER_LOST, CONNECTION_KILLED):
+            return "timed out" if timeout and time.monotonic() - started >= TIMED_OUT_AT * timeout else "lost"
+        raise error
+
+    @staticmethod
+    def _worse(first, second):
+        return second if first is None else min(first, second, key=WORST_FIRST.index)
+
+    def _transaction(self):
+        record = self.record()
+        if record is not None and record.partly_committed:
+            return "partly committed"
+        return "open" if self.in_transaction() or (record and record.transaction) else "none"
+
+    def _session(self, sql):
+        record = self.record()
+        needed = record is not None and (record.session or (record.used and statements.reads_the_session(sql)))
+        return "needed" if needed else "not needed"
+
+    def _after_failure(self, situation, error, pauses):
+        verdict = rule.verdict(situation)
+        record = self.record()
+        if self.in_transaction() and record is not None:
+            record.dead = True  # peewee's atomic() still has to unwind; its ROLLBACK will find it dead
+        else:
+            close_quietly(self)
+        if verdict == rule.RETRY:
+            self.reconnect(pauses)
+        elif verdict == rule.RETRY_WHEN_WRITABLE:
+            self.wait_for_a_writable_server(pauses)
+        else:
+            why = rule.row_for(situation)[6]
+            held = f"; the session held {record.session}" if verdict == rule.SESSION_LOST and record and record.session else ""
+            message = f"{why}{held} ({situation.failure}: {statements.describe(str(error.args[1]), 80)})"
+            raise RAISED.get(verdict, OperationalError)(error_code(error), message) from error
+
+    def _note(self, sql, kind):
+        """Remember what the server reports after a statement that succeeded."""
+        record, flags = self.record(), server_status(self._state.conn)
+        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT  # with autocommit off, always
+        if self.in_transaction() and not open_now and sql != "BEGIN":
+            record.partly_committed = True  # inside atomic(), yet the server has no transaction: it was committed
+        if not open_now:
+            record.transaction = None
+        elif not record.transaction:
+            record.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
+        if not record.session:
+            changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
+            record.session = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
+        record.used = True
+
+    def _transaction_ended(self):
+        record = self.record()
+        if record is not None:
+            record.transaction, record.partly_committed = None, False
+
+    def server_hung_up(self):
+        """True when the server has already closed this connection (or sent it a last error): an
+        idle connection never has anything to read. A system call, not a round trip; ``poll()``
+        takes any descriptor, where ``select()`` fails past 1024."""
+        record = self.record()
+        if record is None:
+            return True
+        if record.poller is None:
+            record.poller = select.poll()
+            record.poller.register(self._state.conn.fileno(), select.POLLIN)
+        return bool(record.poller.poll(0))
+
+    def _connect(self):
+        """A connection to the server in the settings; with ``hosts``, to the first that takes
+        writes, else the first that answers (see ``hosts.py``). Each reports its session changes."""
+        if server_status is None:
+            raise RuntimeError("the safe reconnect reads the server's status flags through libmariadb (MariaDB "
+                               "Connector/C), and this mysqlclient is built against another client library")
+        if self.hosts:
+            conn = host_walk.connect_to_writable(self.hosts, self._connect_to)
+        else:
+            conn = super()._connect()
+        conn.query("SET SESSION session_track_state_change = ON")  # the server flags every session change
+        return conn
+
+    def _connect_to(self, host, port):
+        saved = self.connect_params
+        self.connect_params = {**saved, "host": host, "port": port}
+        try:
+            return super()._connect()
+        finally:
+            self.connect_params = saved
+
+    def _pauses(self):
+        """Growing pauses between attempts, from 50 ms to 1 s, until ``reconnect_timeout`` would pass."""
+        deadline, pause = time.monotonic() + self.reconnect_timeout, 0.05
+        while time.monotonic() + pause <= deadline:
+            yield pause
+            pause = min(pause * 2, 1.0)
+
+    def reconnect(self, pauses=None):
+        """Replace the connection, waiting with a growing pause while nothing accepts connections,
+        for at most ``reconnect_timeout`` seconds in all (each attempt bounded by ``connect_timeout``).
+
+        Behind a TCP hop (a proxy, a relay) a server that is down accepts nothing yet the hop does:
+        the handshake is lost instead (2013, "reading initial communication packet"). While
+        connecting, nothing of the app's has been sent, so that is "cannot connect" too."""
+        close_quietly(self)
+        pauses = self._pauses() if pauses is None else pauses
+        while True:
+            try:
+                return self.connect()
+            except OperationalError as error:
+                pause = next(pauses, None)
+                if error_code(error) not in CANNOT_CONNECT | {SERVER_LOST} or pause is None:
+                    raise
+                time.sleep(pause)
+
+    def wait_for_a_writable_server(self, pauses=None):
+        """Reconnect until the server takes writes (``@@read_only`` off), within the same
+        ``reconnect_timeout``: through a proxy that still sends connections to a replica, or while
+        the replica is being promoted."""
+        pauses = self._pauses() if pauses is None else pauses
+        while True:
+            self.reconnect(pauses)
+            if not host_walk.read_only(self._state.conn):
+                return
+            pause = next(pauses, None)
+            if pause is None:
+                raise OperationalError(READ_ONLY, f"no server took writes within {self.reconnect_timeout} s: "
+                                                  "every one answered read-only")
+            time.sleep(pause)
