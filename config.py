@@ -11,7 +11,8 @@ and the demos that would restart a server say that they are skipped.
 """
 import os
 
-from peewee import MySQLDatabase
+from connections import MySQLdbDatabase
+
 
 #: The local server's password: documented in the README, reachable only on 127.0.0.1.
 LOCAL_PASSWORD = "simplerr-local"
@@ -44,7 +45,8 @@ DB_PORT = _port("DB_PORT", LOCAL_PORT)
 #: stop or restart the server.
 LOCAL_SERVER = "DB_HOST" not in os.environ
 
-DATABASE = MySQLDatabase(DB_SCHM, user=DB_USER, password=DB_PASS, host=DB_HOST, port=DB_PORT)
+# The seed's module-level database (a plain peewee database, on mysqlclient whatever else is installed)
+DATABASE = MySQLdbDatabase(DB_SCHM, user=DB_USER, password=DB_PASS, host=DB_HOST, port=DB_PORT)
 
 
 def connect_kwargs():

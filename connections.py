@@ -37,7 +37,7 @@ class ConnectionRecord:
     last_used: float = float("-inf")  # when a request last ended well on it (IdlePing)
     transaction: str = None  # what the server reports open, or None
     partly_committed: bool = False  # a statement inside atomic() committed what came before
-    session: str = None  # what the session holds that a new connection would not, or None
+    session: tuple = ()  # each thing the session holds that a new connection would not
     used: bool = False  # this request has run a statement on it (so may have left LAST_INSERT_ID() ...)
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
     poller: object = None  # select.poll() on its socket: see SafeReconnectMySQLDatabase
@@ -74,7 +74,14 @@ server_status = _native_status_reader()
 _inherited_at_fork = []
 
 
-class CourseMySQLDatabase(MySQLDatabase):
+class MySQLdbDatabase(MySQLDatabase):
+    """peewee's ``MySQLDatabase`` that connects with mysqlclient, whatever else is installed."""
+
+    def _connect(self):
+        return MySQLdb.connect(database=self.database, autocommit=True, **self.connect_params)
+
+
+class CourseMySQLDatabase(MySQLdbDatabase):
     """peewee's ``MySQLDatabase`` on mysqlclient, that keeps a record of every connection it
     opened, in every thread, and lets go of its parent's connections in a process made by ``fork()``.
 
@@ -104,7 +111,7 @@ class CourseMySQLDatabase(MySQLDatabase):
                             after_in_child=after_fork_in_child)
 
     def _connect(self):
-        conn = MySQLdb.connect(database=self.database, autocommit=True, **self.connect_params)
+        conn = super()._connect()
         record = ConnectionRecord()
         if self.max_age is not None:
             record.retire_at = record.opened_at + self.max_age * (1 - MAX_AGE_JITTER * random.random())

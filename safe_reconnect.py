@@ -66,9 +66,9 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
         return "peewee's atomic()" if self.in_transaction() else record and record.transaction
 
     def session_state(self):
-        """What the session holds that a new connection would not have, or None."""
+        """What the session holds that a new connection would not have ("; " between them), or None."""
         record = self.record()
-        return record and record.session
+        return "; ".join(record.session) if record and record.session else None
 
     def execute_sql(self, sql, params=None):
         return self._run(sql, lambda: super(SafeReconnectMySQLDatabase, self).execute_sql(sql, params))
@@ -168,7 +168,7 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
             self.wait_for_a_writable_server(pauses)
         else:
             why = rule.row_for(situation)[6]
-            held = f"; the session held {record.session}" if verdict == rule.SESSION_LOST and record and record.session else ""
+            held = f"; the session held {'; '.join(record.session)}" if verdict == rule.SESSION_LOST and record and record.session else ""
             message = f"{why}{held} ({situation.failure}: {statements.describe(str(error.args[1]), 80)})"
             raise RAISED.get(verdict, OperationalError)(error_code(error), message) from error
 
@@ -182,9 +182,10 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
             record.transaction = None
         elif not record.transaction:
             record.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
-        if not record.session:
-            changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
-            record.session = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
+        changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
+        held = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
+        if held and held not in record.session:
+            record.session += (held,)
         record.used = True
 
     def _transaction_ended(self):

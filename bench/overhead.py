@@ -27,10 +27,11 @@ import json
 from contextlib import contextmanager
 
 import sqlalchemy
-from playhouse.pool import PooledMySQLDatabase
+from playhouse.pool import _PooledMySQLDatabase
 
 import config
 import faults
+from connections import MySQLdbDatabase
 import measuring
 import strategies as S
 
@@ -48,6 +49,10 @@ def default_rounds(rtt_ms):
     return FAR_ROUNDS if rtt_ms else NEAR_ROUNDS
 
 
+class PooledMySQLdbDatabase(_PooledMySQLDatabase, MySQLdbDatabase):
+    """peewee's ``PooledMySQLDatabase``, on mysqlclient whatever else is installed."""
+
+
 class PeeweePool:
     """peewee's ``PooledMySQLDatabase``, shaped like a strategy: a connection taken from the pool
     when a request starts and given back when it ends."""
@@ -55,7 +60,7 @@ class PeeweePool:
     name = "peewee_pool"
 
     def __init__(self, port=None):
-        self.db = S.database(PooledMySQLDatabase, port=port, max_connections=8)
+        self.db = S.database(PooledMySQLdbDatabase, port=port, max_connections=8)
 
     @contextmanager
     def request(self):

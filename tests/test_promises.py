@@ -1,0 +1,198 @@
+"""The safe reconnect's promises, attacked as an expert would: SQL it cannot read, transactions it
+did not begin, state it did not see, a client that gives up, more than one host, another driver.
+Each case here broke the course's promise once (issue 15); each runs on the real server."""
+import socket
+import subprocess
+import sys
+import time
+
+import MySQLdb
+import pytest
+
+import faults
+import measuring
+import strategies as S
+from conftest import ROOT, request_table
+
+INSERT = "INSERT INTO test_promise (request_id) VALUES (%s)"
+
+
+@pytest.fixture
+def rows(server_up):
+    with request_table("test_promise") as count:
+        yield count
+
+
+@pytest.fixture
+def safe(server_up):
+    db = S.database(S.SafeReconnectMySQLDatabase)
+    yield db
+    db.close_all()
+
+
+@pytest.fixture
+def routines(rows):
+    """A stored function that writes, a view that calls it, and a procedure that opens a transaction."""
+    admin = S.database()
+    made = [("FUNCTION", "note_it"), ("VIEW", "noted"), ("PROCEDURE", "open_and_insert")]
+    admin.execute_sql("CREATE FUNCTION note_it(n INT) RETURNS INT MODIFIES SQL DATA "
+                      "BEGIN INSERT INTO test_promise (request_id) VALUES (n); RETURN n; END")
+    admin.execute_sql("CREATE VIEW noted AS SELECT note_it(1) AS n")
+    admin.execute_sql("CREATE PROCEDURE open_and_insert(n INT) "
+                      "BEGIN START TRANSACTION; INSERT INTO test_promise (request_id) VALUES (n); END")
+    yield
+    for kind, name in reversed(made):
+        admin.execute_sql(f"DROP {kind} IF EXISTS {name}")
+    admin.close_all()
+
+
+def kill_between(db):
+    faults.kill(S.connection_id(db))
+    faults.wait_until_closed([S.connection_id(db)])
+
+
+@pytest.mark.parametrize("read", ["SELECT * FROM noted", "SELECT 1 /*!100000 , note_it(1) */", "SELECT note_it/**/(1)"])
+def test_a_read_that_writes_is_never_run_twice(routines, rows, read):
+    with faults.LinkCutter() as link:
+        db = S.database(S.SafeReconnectMySQLDatabase, port=link.port)
+        measuring.select_one(db)
+        link.cut_next_reply(db.connection())
+        with pytest.raises(S.OutcomeUnknown):
+            db.execute_sql(read)
+        db.close_all()
+    assert rows(1) == 1  # it ran once, and the caller was told it may have
+
+
+def test_a_transaction_a_procedure_began_is_never_continued_on_a_new_connection(routines, rows, safe):
+    safe.execute_sql("CALL open_and_insert(2)")
+    assert safe.open_transaction()  # the server said so: the text "CALL" does not
+    kill_between(safe)
+    with pytest.raises(S.TransactionLost):
+        safe.execute_sql(INSERT, (2,))
+    safe.execute_sql("COMMIT")  # on a new connection: commits nothing
+    assert rows(2) == 0
+
+
+def test_commit_and_chain_keeps_the_transaction_open(rows, safe):
+    safe.execute_sql("START TRANSACTION")
+    safe.execute_sql(INSERT, (3,))
+    safe.execute_sql("COMMIT AND CHAIN")
+    safe.execute_sql(INSERT, (3,))
+    kill_between(safe)
+    with pytest.raises(S.TransactionLost):
+        safe.execute_sql(INSERT, (3,))
+    assert rows(3) == 1  # the first, committed by the chain; the second rolled back with the connection
+
+
+def test_an_implicit_commit_inside_a_transaction_is_never_called_lost(rows, safe):
+    runs = []
+
+    def work(db):
+        runs.append(1)
+        db.execute_sql(INSERT, (4,))
+        db.execute_sql("CREATE TABLE IF NOT EXISTS test_promise_side (a INT)")  # commits what came before
+        kill_between(db)
+        db.execute_sql(INSERT, (4,))
+
+    try:
+        with pytest.raises(S.OutcomeUnknown, match="committed what came before"):
+            S.run_transaction(safe, work)
+    finally:
+        safe.execute_sql("DROP TABLE IF EXISTS test_promise_side")
+    assert len(runs) == 1 and rows(4) == 1  # run once: the first insert is applied, and nothing twice
+
+
+def test_a_user_variable_set_under_table_locks_is_not_forgotten(rows, safe):
+    safe.execute_sql("LOCK TABLES test_promise WRITE")
+    safe.execute_sql("SET @cart = 3")
+    safe.execute_sql("UNLOCK TABLES")
+    kill_between(safe)
+    with pytest.raises(S.SessionLost, match="SET @cart"):
+        safe.execute_sql("SELECT @cart")  # not NULL from a new session, without a word
+
+
+@pytest.mark.parametrize("reader", ["SELECT LAST_INSERT_ID()", "SHOW WARNINGS", "SELECT ROW_COUNT()"])
+def test_what_a_statement_left_for_the_next_is_not_read_from_a_new_session(rows, safe, reader):
+    safe.execute_sql(INSERT, (5,))
+    kill_between(safe)
+    with pytest.raises(S.SessionLost):
+        safe.execute_sql(reader)  # a new session would answer 0, or nothing
+
+
+def test_a_new_request_may_read_its_own_session_on_a_new_connection(rows, server_up):
+    strategy = S.SafeReconnect()
+    with strategy.request() as db:
+        db.execute_sql(INSERT, (6,))
+    kill_between(strategy.db)
+    with strategy.request() as db:  # nothing of this request was on the old connection
+        assert db.execute_sql("SELECT LAST_INSERT_ID()").fetchone()[0] == 0
+    strategy.close()
+
+
+def test_a_read_the_client_gave_up_on_is_not_run_again(server_up):
+    db = S.database(S.SafeReconnectMySQLDatabase, read_timeout=1)
+    marker = f"SELECT SLEEP(2.5) AS gave_up_{time.monotonic_ns()}"
+    started = time.monotonic()
+    with pytest.raises(S.OperationalError, match="server may be running it still") as error:
+        db.execute_sql(marker)
+    took = time.monotonic() - started
+    assert S.error_code(error.value) == S.SERVER_LOST and 0.9 < took < 2  # one read_timeout, not two
+    admin = MySQLdb.connect(**__import__("config").connect_kwargs())
+    cursor = admin.cursor()
+    cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = %s", (marker,))
+    assert cursor.fetchone()[0] == 1  # the first copy still runs on the server; no second one beside it
+    admin.close()
+    db.close_all()
+
+
+def test_the_bound_counts_every_host_walked(server_up):
+    mute = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]  # they accept, and never greet
+    try:
+        db = S.database(S.SafeReconnectMySQLDatabase, connect_timeout=1, read_timeout=1, write_timeout=1,
+                        reconnect_timeout=1)
+        strategy = S.SafeReconnect(db)
+        assert measuring.attempt(strategy, measuring.select_one).ok  # connected directly; from now on ...
+        db.hosts = [listener.getsockname() for listener in mute]  # ... every reconnect walks three hosts
+        kill_between(db)
+        started = time.monotonic()
+        assert not measuring.attempt(strategy, measuring.select_one).ok
+        took = time.monotonic() - started
+        strategy.close()
+    finally:
+        for listener in mute:
+            listener.close()
+    assert took > 3  # one walk: three connect timeouts
+    assert took <= strategy.longest_wait()
+
+
+def test_the_start_hook_failing_still_runs_the_end_hook(server_up):
+    strategy = S.PerRequest()
+    strategy.db.connect()  # a job read its to-do list through strategy.db before its first request
+    assert measuring.attempt(strategy, measuring.select_one) == measuring.Outcome(1)
+    assert strategy.db.is_closed()
+    ended = []
+    strategy.on_request_start = lambda: 1 / 0
+    strategy.on_request_end = lambda error=None: ended.append(type(error).__name__)
+    with pytest.raises(ZeroDivisionError):
+        with strategy.request():
+            pass
+    assert ended == ["ZeroDivisionError"]
+
+
+PYMYSQL_BESIDE = """
+import peewee, strategies as S, faults, measuring
+assert peewee.mysql.__name__ == 'pymysql', peewee.mysql  # peewee itself would use PyMySQL here
+strategy = S.SafeReconnect()
+assert type(strategy.db.connection()).__module__.startswith('MySQLdb')
+assert measuring.attempt(strategy, measuring.select_one).ok
+faults.kill(S.connection_id(strategy.db))
+assert measuring.attempt(strategy, measuring.select_one).ok
+print('mysqlclient')
+"""
+
+
+def test_the_course_uses_mysqlclient_even_with_pymysql_installed(server_up, tmp_path):
+    pymysql = pytest.importorskip("pymysql", reason="PyMySQL is in requirements-test.txt: make setup-test")
+    assert pymysql
+    result = subprocess.run([sys.executable, "-c", PYMYSQL_BESIDE], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "mysqlclient", result.stderr[-2000:]
