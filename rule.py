@@ -108,8 +108,10 @@ def _product(*axes):
     return [(first, *rest) for first in axes[0] for rest in _product(*axes[1:])]
 
 
-def as_table():
-    """``RULE`` as a pandas DataFrame, one row a line, for a chapter to show."""
+def as_table(why=False):
+    """``RULE`` as a pandas DataFrame, one row a line, for a chapter to show (``why``: with the reasons)."""
     import pandas
 
-    return pandas.DataFrame(RULE, columns=COLUMNS).replace({"*": "any"})
+    table = pandas.DataFrame(RULE, columns=COLUMNS).replace({"*": "any"})
+    table = table.apply(lambda column: column.str.replace("|", " or "))
+    return table if why else table.drop(columns="why")
