@@ -12,12 +12,15 @@ import ctypes
 import ctypes.util
 import os
 import random
+import select
 import time
 import weakref
 from dataclasses import dataclass, field
 
 import MySQLdb
 from peewee import InterfaceError, MySQLDatabase, OperationalError
+
+import statements
 
 # The server's status flags (mariadb_com.h).
 IN_TRANSACTION = 1  # a transaction is open
@@ -40,7 +43,22 @@ class ConnectionRecord:
     session: tuple = ()  # each thing the session holds that a new connection would not
     used: bool = False  # this request has run a statement on it (so may have left LAST_INSERT_ID() ...)
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
-    poller: object = None  # select.poll() on its socket: see SafeReconnectMySQLDatabase
+    poller: object = None  # select.poll() on its socket: see CourseMySQLDatabase.server_hung_up()
+
+    def learn(self, sql, flags, inside_atomic):
+        """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
+        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT  # with autocommit off, always
+        if inside_atomic and not open_now and sql != "BEGIN":
+            self.partly_committed = True  # inside atomic(), yet the server has no transaction: it was committed
+        if not open_now:
+            self.transaction = None
+        elif not self.transaction:
+            self.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
+        changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
+        held = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
+        if held and held not in self.session:
+            self.session += (held,)
+        self.used = True
 
 
 def _native_status_reader():
@@ -126,6 +144,18 @@ class CourseMySQLDatabase(MySQLdbDatabase):
         """True when this thread's connection is past its retirement (``max_age``, less a little jitter)."""
         record = self.record()
         return record is not None and time.monotonic() > record.retire_at
+
+    def server_hung_up(self):
+        """True when the server has already closed this connection (or sent it a last error): an
+        idle connection never has anything to read. A system call, not a round trip; ``poll()``
+        takes any descriptor, where ``select()`` fails past 1024."""
+        record = self.record()
+        if record is None:
+            return True
+        if record.poller is None:
+            record.poller = select.poll()
+            record.poller.register(self._state.conn.fileno(), select.POLLIN)
+        return bool(record.poller.poll(0))
 
     def connection_ids(self):
         """The server ids of every connection this database holds open in this process, in any thread."""

@@ -7,20 +7,18 @@ statement the server's status flags say whether a transaction is open and whethe
 changed (``connections.server_status()``); what may run twice, the app declares (``idempotent()``);
 what the text of a statement shows is read, conservatively, in ``statements.py``.
 """
-import select
 import threading
 import time
 from contextlib import contextmanager
 
 from peewee import OperationalError
 
-import hosts as host_walk
 import rule
 import statements
-from connections import AUTOCOMMIT, IN_TRANSACTION, SESSION_STATE_CHANGED, CourseMySQLDatabase, close_quietly
-from connections import server_status
-from errors import (CANNOT_CONNECT, CONNECTION_KILLED, NOT_SENT, READ_ONLY, SERVER_GONE, SERVER_LOST, OutcomeUnknown,
-                    SessionLost, TransactionLost, error_code)
+from connections import close_quietly, server_status
+from errors import (CONNECTION_KILLED, NOT_SENT, READ_ONLY, SERVER_GONE, SERVER_LOST, OutcomeUnknown, SessionLost,
+                    TransactionLost, error_code)
+from reconnecting import ReconnectingMySQLDatabase
 
 RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
 WORST_FIRST = ["timed out", "lost", "read-only", "not sent"]  # after a retry, the failure is the worse of the two
@@ -31,17 +29,15 @@ class ServerHungUp(OperationalError):
     """Found before sending: the server had already closed the connection. Nothing was sent."""
 
 
-class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
+class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     """A database whose every statement, ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` runs through one
     rule (``rule.RULE``): run again once where that cannot apply anything twice, continue half a
     transaction, or run without the session it relied on; otherwise ``TransactionLost``,
     ``OutcomeUnknown`` or ``SessionLost``. Reconnecting waits for a server that accepts, or one
     that takes writes (``hosts``: walked for one), for at most ``reconnect_timeout`` seconds."""
 
-    def __init__(self, *args, reconnect_timeout=20.0, hosts=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.reconnect_timeout = reconnect_timeout
-        self.hosts = hosts  # [(host, port), ...] to walk for a server that takes writes; None: the one in the settings
         self._declared = threading.local()
 
     @contextmanager
@@ -174,94 +170,10 @@ class SafeReconnectMySQLDatabase(CourseMySQLDatabase):
 
     def _note(self, sql, kind):
         """Remember what the server reports after a statement that succeeded."""
-        record, flags = self.record(), server_status(self._state.conn)
-        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT  # with autocommit off, always
-        if self.in_transaction() and not open_now and sql != "BEGIN":
-            record.partly_committed = True  # inside atomic(), yet the server has no transaction: it was committed
-        if not open_now:
-            record.transaction = None
-        elif not record.transaction:
-            record.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
-        changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
-        held = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
-        if held and held not in record.session:
-            record.session += (held,)
-        record.used = True
+        self.record().learn(sql, server_status(self._state.conn), inside_atomic=self.in_transaction())
 
     def _transaction_ended(self):
         record = self.record()
         if record is not None:
             record.transaction, record.partly_committed = None, False
 
-    def server_hung_up(self):
-        """True when the server has already closed this connection (or sent it a last error): an
-        idle connection never has anything to read. A system call, not a round trip; ``poll()``
-        takes any descriptor, where ``select()`` fails past 1024."""
-        record = self.record()
-        if record is None:
-            return True
-        if record.poller is None:
-            record.poller = select.poll()
-            record.poller.register(self._state.conn.fileno(), select.POLLIN)
-        return bool(record.poller.poll(0))
-
-    def _connect(self):
-        """A connection to the server in the settings; with ``hosts``, to the first that takes
-        writes, else the first that answers (see ``hosts.py``). Each reports its session changes."""
-        if server_status is None:
-            raise RuntimeError("the safe reconnect reads the server's status flags through libmariadb (MariaDB "
-                               "Connector/C), and this mysqlclient is built against another client library")
-        if self.hosts:
-            conn = host_walk.connect_to_writable(self.hosts, self._connect_to)
-        else:
-            conn = super()._connect()
-        conn.query("SET SESSION session_track_state_change = ON")  # the server flags every session change
-        return conn
-
-    def _connect_to(self, host, port):
-        saved = self.connect_params
-        self.connect_params = {**saved, "host": host, "port": port}
-        try:
-            return super()._connect()
-        finally:
-            self.connect_params = saved
-
-    def _pauses(self):
-        """Growing pauses between attempts, from 50 ms to 1 s, until ``reconnect_timeout`` would pass."""
-        deadline, pause = time.monotonic() + self.reconnect_timeout, 0.05
-        while time.monotonic() + pause <= deadline:
-            yield pause
-            pause = min(pause * 2, 1.0)
-
-    def reconnect(self, pauses=None):
-        """Replace the connection, waiting with a growing pause while nothing accepts connections,
-        for at most ``reconnect_timeout`` seconds in all (each attempt bounded by ``connect_timeout``).
-
-        Behind a TCP hop (a proxy, a relay) a server that is down accepts nothing yet the hop does:
-        the handshake is lost instead (2013, "reading initial communication packet"). While
-        connecting, nothing of the app's has been sent, so that is "cannot connect" too."""
-        close_quietly(self)
-        pauses = self._pauses() if pauses is None else pauses
-        while True:
-            try:
-                return self.connect()
-            except OperationalError as error:
-                pause = next(pauses, None)
-                if error_code(error) not in CANNOT_CONNECT | {SERVER_LOST} or pause is None:
-                    raise
-                time.sleep(pause)
-
-    def wait_for_a_writable_server(self, pauses=None):
-        """Reconnect until the server takes writes (``@@read_only`` off), within the same
-        ``reconnect_timeout``: through a proxy that still sends connections to a replica, or while
-        the replica is being promoted."""
-        pauses = self._pauses() if pauses is None else pauses
-        while True:
-            self.reconnect(pauses)
-            if not host_walk.read_only(self._state.conn):
-                return
-            pause = next(pauses, None)
-            if pause is None:
-                raise OperationalError(READ_ONLY, f"no server took writes within {self.reconnect_timeout} s: "
-                                                  "every one answered read-only")
-            time.sleep(pause)
