@@ -70,7 +70,10 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         return self._run(sql, lambda: super(SafeReconnectMySQLDatabase, self).execute_sql(sql, params))
 
     def begin(self, *args, **kwargs):
-        return self._run("BEGIN", lambda: super(SafeReconnectMySQLDatabase, self).begin(*args, **kwargs), "idempotent")
+        """peewee's ``BEGIN``: it changes nothing, and may run twice, unless a transaction begun by
+        hand is open, which a ``BEGIN`` commits."""
+        kind = "may commit" if self.open_transaction() else "idempotent"
+        return self._run("BEGIN", lambda: super(SafeReconnectMySQLDatabase, self).begin(*args, **kwargs), kind)
 
     def commit(self):
         result = self._run("COMMIT", super().commit, "may commit")
