@@ -2,7 +2,10 @@
 
 Every way a statement can fail that the safe reconnect handles (``BEGIN``, ``COMMIT`` and the
 read-only path included) is described by a ``Situation`` of five facts, and the first row of
-``RULE`` that matches it gives the verdict. Each fact comes from where it is true:
+``RULE`` that matches it gives the verdict. (A ``ROLLBACK`` needs none: on a dead connection the
+server has rolled back, which is what was asked. ``run_transaction()`` acts on the verdicts: it
+runs a ``TransactionLost`` transaction again, and an ``OutcomeUnknown`` one only when declared
+idempotent.) Each fact comes from where it is true:
 
 - ``failure``: how it failed. ``not sent`` the client knows (it found the server had hung up
   before sending, or could not send: 2006, 4031); ``lost`` means the answer never came (2013,
