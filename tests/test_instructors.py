@@ -1,30 +1,90 @@
-"""The instructor's one command for a shared server's accounts, against the course's local server."""
+"""The instructor's one command for a shared server's accounts, run as the guide runs it, against
+the course's local server."""
+import subprocess
+import sys
+
 import MySQLdb
+import pytest
 
 import config
-from conftest import ROOT, run_python
+import localdb
+from conftest import ROOT
 
 
-def test_accounts_are_made_one_per_learner_each_on_its_own_schema_only(server_up):
-    made = run_python("import sys; sys.path.insert(0, 'instructors'); import accounts; "
-                      "accounts.main(['create', '2', '--prefix', 'testlearner', '--user-host', '127.0.0.1'])")
-    assert made.returncode == 0, made.stderr
-    lines = made.stdout.splitlines()
-    assert len(lines) == 2
-    settings = dict(part.split("=", 1) for part in lines[0].split())
-    assert settings["DB_USER"] == "testlearner01" and settings["DB_SCHM"] == "testlearner01_schema"
+def accounts(*arguments):
+    """instructors/accounts.py run as the guide runs it, from the repository."""
+    return subprocess.run([sys.executable, "instructors/accounts.py", *arguments], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def schemas_and_users(prefix):
+    root = localdb.course().root_connection()
     try:
+        cursor = root.cursor()
+        cursor.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s", (prefix + "%",))
+        schemas = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT user, host FROM mysql.user WHERE user LIKE %s", (prefix + "%",))
+        return schemas, cursor.fetchall()
+    finally:
+        root.close()
+
+
+def test_the_guides_command_with_its_defaults_makes_one_account_per_learner_on_its_own_schema(server_up):
+    made = accounts("create", "2", "--prefix", "testlearner")  # the user host: % (anywhere), the default
+    try:
+        assert made.returncode == 0, made.stderr
+        lines = made.stdout.splitlines()
+        assert len(lines) == 2
+        settings = dict(part.split("=", 1) for part in lines[0].split())
+        assert settings["DB_USER"] == "testlearner01" and settings["DB_SCHM"] == "testlearner01_schema"
+        assert (settings["DB_HOST"], settings["DB_PORT"]) == ("127.0.0.1", str(config.DB_PORT))
+        assert schemas_and_users("testlearner")[1] == (("testlearner01", "%"), ("testlearner02", "%"))
         learner = MySQLdb.connect(host=settings["DB_HOST"], port=int(settings["DB_PORT"]), user=settings["DB_USER"],
                                   password=settings["DB_PASS"], database=settings["DB_SCHM"])
-        learner.cursor().execute("CREATE TABLE t (a INT)")  # in its own schema: yes
         try:
-            learner.cursor().execute(f"CREATE TABLE `{config.DB_SCHM}`.t (a INT)")  # in the course's: no
-            raise AssertionError("a learner could write in another schema")
-        except MySQLdb.Error as refused:
-            assert refused.args[0] == 1142  # CREATE command denied
-        learner.close()
+            learner.cursor().execute("CREATE TABLE t (a INT)")  # in its own schema: yes
+            with pytest.raises(MySQLdb.Error) as refused:
+                learner.cursor().execute(f"CREATE TABLE `{config.DB_SCHM}`.t (a INT)")  # in the course's: no
+            assert refused.value.args[0] == 1142  # CREATE command denied
+        finally:
+            learner.close()
+        again = accounts("create", "2", "--prefix", "testlearner")  # run twice: new passwords, no error
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split("DB_PASS=")[1].split()[0] != settings["DB_PASS"]
     finally:
-        dropped = run_python("import sys; sys.path.insert(0, 'instructors'); import accounts; "
-                             "accounts.main(['drop', '2', '--prefix', 'testlearner', '--user-host', '127.0.0.1'])")
+        dropped = accounts("drop", "2", "--prefix", "testlearner")
         assert dropped.returncode == 0, dropped.stderr
-    assert (ROOT / "instructors" / "guide.md").exists()
+    assert schemas_and_users("testlearner") == ([], ())
+
+
+def test_a_create_that_fails_half_way_leaves_no_half_made_account(server_up):
+    """An admin who may create schemas but not users: the first schema is made, its user refused
+    (1227); the schema must be gone again, and the message must say what the admin lacks."""
+    root = localdb.course().root_connection()
+    cursor = root.cursor()
+    cursor.execute("CREATE USER 'testadminhalf'@'127.0.0.1' IDENTIFIED BY 'half-admin'")
+    try:
+        cursor.execute("GRANT CREATE, DROP ON *.* TO 'testadminhalf'@'127.0.0.1'")
+        failed = accounts("create", "2", "--prefix", "testhalf", "--host", "127.0.0.1", "--port", str(config.DB_PORT),
+                          "--admin-user", "testadminhalf", "--admin-password", "half-admin")
+        assert failed.returncode == 1
+        assert failed.stdout == ""  # no learner was handed settings that do not work
+        assert "1227" in failed.stderr and "CREATE USER" in failed.stderr and "dropped again" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert schemas_and_users("testhalf") == ([], ())
+    finally:
+        cursor.execute("DROP USER 'testadminhalf'@'127.0.0.1'")
+        for schema in schemas_and_users("testhalf")[0]:
+            cursor.execute(f"DROP DATABASE `{schema}`")
+        root.close()
+
+
+def test_the_course_servers_root_over_tcp_is_told_to_leave_out_host(server_up):
+    refused = accounts("create", "1", "--host", "127.0.0.1", "--port", str(config.DB_PORT))
+    assert refused.returncode == 1 and "1045" in refused.stderr and "leave out --host" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_prefix_that_is_not_a_plain_name_is_refused_before_anything_is_made():
+    refused = accounts("create", "1", "--prefix", "a`b")
+    assert refused.returncode == 2 and "--prefix" in refused.stderr
