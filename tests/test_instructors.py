@@ -1,5 +1,7 @@
 """The instructor's one command for a shared server's accounts, run as the guide runs it, against
 the course's local server."""
+import os
+import shutil
 import subprocess
 import sys
 
@@ -88,3 +90,18 @@ def test_the_course_servers_root_over_tcp_is_told_to_leave_out_host(server_up):
 def test_a_prefix_that_is_not_a_plain_name_is_refused_before_anything_is_made():
     refused = accounts("create", "1", "--prefix", "a`b")
     assert refused.returncode == 2 and "--prefix" in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="hides /usr/sbin in a mount namespace")
+def test_setup_with_db_host_set_asks_for_no_server_and_no_haproxy(tmp_path):
+    """A learner on the room's server has no MariaDB server or HAProxy: /usr/sbin, where both live,
+    is hidden for the run. Without DB_HOST the setup names both (so they are hidden indeed); with it,
+    nothing is missing."""
+    script = f'mount --bind "{tmp_path}" /usr/sbin && exec bash bin/setup --check'
+    env = {key: value for key, value in os.environ.items() if key != "DB_HOST"}
+    local = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert local.returncode == 1 and "mariadb-server" in local.stdout and "haproxy" in local.stdout, local
+    shared = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
+                            env={**env, "DB_HOST": "db.example.org"})
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert "no system package is missing" in shared.stdout
