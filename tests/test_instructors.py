@@ -105,3 +105,49 @@ def test_setup_with_db_host_set_asks_for_no_server_and_no_haproxy(tmp_path):
                             env={**env, "DB_HOST": "db.example.org"})
     assert shared.returncode == 0, shared.stdout + shared.stderr
     assert "no system package is missing" in shared.stdout
+
+
+def test_two_learners_on_one_server_each_pass_the_strict_check_of_00_at_the_same_time(server_up):
+    """The guide's shared-server variant, on the course's own server: two accounts made by the guide's
+    command, and 00_setup (settings, %sql, SHOW PROCESSLIST) checked by nbval for both at once."""
+    made = accounts("create", "2")
+    try:
+        assert made.returncode == 0, made.stderr
+        base = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "DB_"))}
+        runs = [subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "notebooks/00_setup.ipynb"],
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**base, **dict(part.split("=", 1) for part in line.split())})
+                for line in made.stdout.splitlines()]
+        for run in runs:
+            output = run.communicate(timeout=120)[0]
+            assert run.returncode == 0, output[-3000:]
+    finally:
+        assert accounts("drop", "2").returncode == 0
+
+
+def test_the_sanitizers_read_a_learner_on_a_remote_shared_server_as_the_course_user():
+    """What this machine cannot show for real (a learner at another address, a server with a name):
+    the committed processlist and settings lines, rewritten as such a learner would see them,
+    sanitize to the same text."""
+    import re
+
+    from nbval.plugin import get_sanitize_patterns
+
+    patterns = get_sanitize_patterns((ROOT / "notebooks" / "sanitize.cfg").read_text())
+
+    def sanitize(text):
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    committed = ["[(35, 'simplerr', '127.0.0.1:57832', 'simplerr_schema', 'Sleep', 0, '', None, 0.0)]",
+                 "<td>35</td>\n            <td>simplerr</td>\n            <td>127.0.0.1:57832</td>\n"
+                 "            <td>simplerr_schema</td>",
+                 " * mysql+mysqldb://simplerr:***@127.0.0.1:13306/simplerr_schema\n2 rows affected.\n",
+                 "'connected: simplerr@127.0.0.1:13306/simplerr_schema (your own server)'"]
+    learners = [text.replace("simplerr", "learner07").replace("127.0.0.1:57832", "10.1.2.3:40112")
+                .replace("127.0.0.1:13306", "db.example.org:3306") for text in committed]
+    committed[-1] = "\"connected: simplerr@127.0.0.1:13306/simplerr_schema (the course's local server)\""
+    for mine, theirs in zip(committed, learners):
+        assert "learner07" in theirs and sanitize(theirs) == sanitize(mine), theirs
+    assert sanitize("learner1234 and learner07x") == "learner1234 and learner07x"  # only the command's names
