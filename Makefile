@@ -21,7 +21,7 @@ REPLICATION ?= async
 # (the most tests first: --no-loadscope-reorder)
 TEST_WORKERS ?= 8
 
-.PHONY: setup setup-test setup-book setup-browser server stop status lab lab-refresh test test-browser app pictures book pair pair-stop
+.PHONY: setup setup-test setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop
 
 setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
@@ -50,8 +50,10 @@ pair: server       ## chapter 08's primary and replica, with HAProxy in front: m
 pair-stop:         ## stop the pair and HAProxy, and delete their data
 	@$(PY) -m pair stop
 
-lab: server        ## open the course in JupyterLab, on your copies of the chapters in work/
+work:              ## your copies of the chapters in work/: the missing ones added, yours never overwritten
 	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp -n notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/"
+
+lab: server work   ## open the course in JupyterLab, on your copies of the chapters in work/
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/$(LAB_DIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
 
 lab-refresh:       ## replace your copies in work/ with the committed chapters (your changes there are lost)
