@@ -4,6 +4,12 @@ outputs (nothing is executed), offline, into build/book/ (BOOK_DIR).
 `make book` gathers this folder's index.md, notebooks/ and docs/ into one source folder, so that
 the chapters' links to each other and to ../docs/ pictures work in the book as they do in JupyterLab.
 """
+import re
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.transforms import SphinxTransform
+
 project = "Connection strategies for MySQL: robust, simple, no pooling"
 author = "The authors of the course"
 copyright = "the authors of the course; prose CC BY 4.0, code MIT"
@@ -19,8 +25,73 @@ myst_heading_anchors = 3
 
 html_theme = "sphinx_book_theme"
 html_title = "Connection strategies for MySQL"
+html_static_path = ["_static"]
+html_css_files = ["book.css"]  # code and outputs wrapped to the page, never scrolled sideways
 html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": True,  # each chapter as the .ipynb a reader can run
     "home_page_in_toc": True,
 }
+# One search box: the header's (or, on a narrow screen, its twin), not a second one in the sidebar
+html_sidebars = {"**": ["navbar-logo.html", "icon-links.html", "sbt-sidebar-nav.html"]}
+
+# The error codes the chapters show, and what each means: each is an index entry where a chapter
+# shows it, so that a search for the number finds those chapters (Sphinx's full-text index leaves
+# out bare numbers, and its search page skips them in a query; index entries it matches whole).
+ERROR_CODES = {
+    1040: "too many connections", 1044: "access denied to a schema", 1045: "access denied (password)",
+    1047: "Galera node not ready", 1049: "unknown schema", 1062: "duplicate key", 1095: "not your connection",
+    1142: "command denied", 1146: "table does not exist", 1205: "lock wait timeout", 1213: "deadlock",
+    1227: "privilege missing", 1290: "read-only server", 1317: "query interrupted", 1927: "connection was killed",
+    2002: "cannot connect (socket)", 2003: "cannot connect (TCP)", 2006: "server has gone away",
+    2013: "lost connection during query", 2014: "commands out of sync", 4031: "disconnected for inactivity",
+}
+CODE = re.compile(r"(?<![\d.,])(" + "|".join(map(str, ERROR_CODES)) + r")(?![\d])")
+
+
+class ErrorCodeIndex(SphinxTransform):
+    """An index entry, with a target, before the first block of a page that shows an error code: one
+    search result per page and code, leading to where the page first shows it."""
+
+    default_priority = 800  # before the index domain collects entries (SphinxDomains, 850)
+
+    def apply(self, **kwargs):
+        found = {}  # code -> (the section, its child that first shows the code)
+        for text in list(self.document.findall(nodes.Text)):
+            for code in {int(match) for match in CODE.findall(str(text))}:
+                block, section = text.parent, None
+                while block is not None and block.parent is not None:
+                    if isinstance(block.parent, (nodes.section, nodes.document)):
+                        section = block.parent
+                        break
+                    block = block.parent
+                if section is not None:
+                    found.setdefault(code, (section, block))
+        for code, (section, block) in sorted(found.items()):
+            target_id = f"error-{code}"
+            target = nodes.target("", "", ids=[target_id])
+            entry = addnodes.index(entries=[("single", f"{code}; {ERROR_CODES[code]}", target_id, "", None)])
+            position = section.index(block)
+            section.insert(position, [entry, target])
+
+
+class SolutionPrompt(SphinxTransform):
+    """The toggle of a collapsed cell says what it holds: "Solution" or "Hint" by the cell's first line,
+    rather than myst-nb's "Show code cell content"."""
+
+    default_priority = 800
+
+    def apply(self, **kwargs):
+        for cell in self.document.findall(nodes.container):
+            if cell.get("nb_element") != "cell_code" or not cell.get("hide_mode"):
+                continue
+            source = next((child.astext() for child in cell.findall(nodes.literal_block)), "")
+            first = source.lstrip().split("\n", 1)[0].lstrip("# ").lower()
+            for word in ("solution", "hint"):
+                if first.startswith(word):
+                    cell["prompt_show"], cell["prompt_hide"] = word.capitalize(), f"Hide the {word}"
+
+
+def setup(app):
+    app.add_transform(ErrorCodeIndex)
+    app.add_transform(SolutionPrompt)
