@@ -73,7 +73,12 @@ test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in
 pictures: setup-browser server  ## docs/person.png and docs/broken.png, from the running app
 	$(PY) docs/make_pictures.py
 
+# BOOK_REPOSITORY=https://github.com/OWNER/REPO: the book's repository link and launch buttons (default: the
+# git remote origin, when it is on GitHub; without one, the book says how to launch from a fork)
 book: setup-book   ## the course as a book (Sphinx, myst-nb) from the committed outputs, offline, in build/book (BOOK_DIR)
-	@rm -rf build/book-src && mkdir -p build/book-src && cp -R book/index.md notebooks docs build/book-src/
+	@case "$$BOOK_REPOSITORY" in ""|https://github.com/?*/?*) ;; *) echo "make book: BOOK_REPOSITORY must be a" \
+	  "GitHub address, https://github.com/OWNER/REPO, not '$$BOOK_REPOSITORY'; unset it to use the git remote" >&2; exit 2 ;; esac
+	@rm -rf build/book-src && mkdir -p build/book-src/instructors && cp -R book/index.md book/cheatsheet.md notebooks docs build/book-src/ \
+	  && cp instructors/guide.md build/book-src/instructors/
 	$(VENV)/bin/sphinx-build -q -W --keep-going -b html -c book build/book-src $(BOOK_DIR)
 	@echo "the book: $(BOOK_DIR)/index.html"

@@ -1,10 +1,18 @@
 """The course as a book: `make book` builds it with Sphinx and myst-nb, from the chapters' committed
 outputs (nothing is executed), offline, into build/book/ (BOOK_DIR).
 
-`make book` gathers this folder's index.md, notebooks/ and docs/ into one source folder, so that
-the chapters' links to each other and to ../docs/ pictures work in the book as they do in JupyterLab.
+`make book` gathers this folder's index.md and cheatsheet.md, notebooks/, docs/ and the instructors'
+guide into one source folder, so that the chapters' links to each other and to ../docs/ pictures
+work in the book as they do in JupyterLab.
+
+One setting makes the repository link and the launch buttons: BOOK_REPOSITORY, a GitHub address
+(https://github.com/OWNER/REPO); without it, the git remote `origin` when that is a GitHub address.
+Without either the book has no launch buttons, and its first page says how to launch from a fork.
 """
+import os
 import re
+import subprocess
+from pathlib import Path
 
 from docutils import nodes
 from sphinx import addnodes
@@ -22,6 +30,52 @@ exclude_patterns = ["**/.ipynb_checkpoints", "work", "build"]
 nb_execution_mode = "off"
 # Section links inside and between chapters (#the-safe-reconnect, 02_per_request.ipynb#...).
 myst_heading_anchors = 3
+# {{ launch }} on the first page: how to run the chapters, from the repository setting below
+myst_enable_extensions = ["substitution"]
+
+
+def github_repository():
+    """https://github.com/OWNER/REPO from BOOK_REPOSITORY, else from the git remote origin; or None."""
+    address = os.environ.get("BOOK_REPOSITORY", "").strip()
+    if not address:
+        try:
+            address = subprocess.run(["git", "remote", "get-url", "origin"], cwd=Path(__file__).parent,
+                                     capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            address = ""
+    found = re.fullmatch(r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
+                         r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?", address)
+    if found is None:
+        if os.environ.get("BOOK_REPOSITORY", "").strip():
+            raise ValueError(f"BOOK_REPOSITORY must be a GitHub address, https://github.com/OWNER/REPO, "
+                             f"not {address!r}")
+        return None
+    return f"https://github.com/{found[1]}/{found[2]}"
+
+
+REPOSITORY = github_repository()
+FIRST_CHAPTER = "work/00_setup.ipynb"  # Binder and the dev container open the learner's copies (binder/start)
+
+
+def binder_url(repository, path=FIRST_CHAPTER):
+    return f"https://mybinder.org/v2/gh/{repository.removeprefix('https://github.com/')}/HEAD?urlpath=lab/tree/{path}"
+
+
+def codespaces_url(repository):
+    return f"https://codespaces.new/{repository.removeprefix('https://github.com/')}?quickstart=1"
+
+
+if REPOSITORY:
+    LAUNCH = (f"Run the chapters yourself: [on Binder]({binder_url(REPOSITORY)}) (in the browser, nothing to "
+              f"install), [in GitHub Codespaces]({codespaces_url(REPOSITORY)}), or clone "
+              f"[the repository]({REPOSITORY}) and run `make lab`.")
+else:
+    LAUNCH = ("Run the chapters yourself: clone the course's repository and run `make lab`; or, from your own fork "
+              "on GitHub, open `https://mybinder.org/v2/gh/OWNER/REPO/HEAD?urlpath=lab/tree/work/00_setup.ipynb` "
+              "(Binder) or `https://codespaces.new/OWNER/REPO` (Codespaces), with your fork's OWNER and REPO. "
+              "A book built with `BOOK_REPOSITORY=https://github.com/OWNER/REPO make book` has these links and "
+              "a launch button on every chapter.")
+myst_substitutions = {"launch": LAUNCH}
 
 html_theme = "sphinx_book_theme"
 html_title = "Connection strategies for MySQL"
@@ -34,10 +88,13 @@ html_theme_options = {
 }
 # One search box: the header's (or, on a narrow screen, its twin), not a second one in the sidebar
 html_sidebars = {"**": ["navbar-logo.html", "icon-links.html", "sbt-sidebar-nav.html"]}
+if REPOSITORY:
+    html_theme_options.update(repository_url=REPOSITORY, repository_branch="HEAD", use_repository_button=True)
 
 # The error codes the chapters show, and what each means: each is an index entry where a chapter
 # shows it, so that a search for the number finds those chapters (Sphinx's full-text index leaves
 # out bare numbers, and its search page skips them in a query; index entries it matches whole).
+# The cheat sheet (cheatsheet.md) explains them.
 ERROR_CODES = {
     1040: "too many connections", 1044: "access denied to a schema", 1045: "access denied (password)",
     1047: "Galera node not ready", 1049: "unknown schema", 1062: "duplicate key", 1095: "not your connection",
@@ -92,6 +149,22 @@ class SolutionPrompt(SphinxTransform):
                     cell["prompt_show"], cell["prompt_hide"] = word.capitalize(), f"Hide the {word}"
 
 
+def launch_buttons(app, pagename, templatename, context, doctree):
+    """Binder and Codespaces in each chapter's header, opening the learner's copy in work/."""
+    if not REPOSITORY or not pagename.startswith("notebooks/"):
+        return
+    chapter = f"work/{pagename.removeprefix('notebooks/')}.ipynb"
+    context["header_buttons"].append({
+        "type": "group", "tooltip": "Run this chapter", "icon": "fas fa-rocket", "label": "launch-buttons",
+        "buttons": [
+            {"type": "link", "text": "Binder", "tooltip": "Run it on Binder", "icon": "fas fa-rocket",
+             "url": binder_url(REPOSITORY, chapter)},
+            {"type": "link", "text": "Codespaces", "tooltip": "Run it in GitHub Codespaces", "icon": "fab fa-github",
+             "url": codespaces_url(REPOSITORY)},
+        ]})
+
+
 def setup(app):
     app.add_transform(ErrorCodeIndex)
     app.add_transform(SolutionPrompt)
+    app.connect("html-page-context", launch_buttons, priority=502)  # after the theme's own buttons (501)

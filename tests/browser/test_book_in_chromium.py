@@ -5,6 +5,7 @@ Run with `make test-browser`.
 """
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -137,3 +138,43 @@ def test_every_page_has_one_search_box_and_no_code_wider_than_the_page(page, boo
             assert not wide, f"{chapter.stem}: code scrolls sideways at {width} px: {wide}"
     finally:
         page.set_viewport_size({"width": 1280, "height": 720})
+
+
+def test_the_cheat_sheet_and_the_instructors_guide_are_in_the_book(page, book):
+    page.goto(book)
+    page.locator("a", has_text="Cheat sheet").first.click()
+    page.wait_for_url("**/cheatsheet.html")  # the click starts the navigation; wait for it to land
+    assert page.get_by_text("2013", exact=True).count() >= 1
+    page.goto(book)
+    page.locator("a", has_text="Instructor").first.click()
+    page.wait_for_url("**/instructors/guide.html")
+    assert page.get_by_text("The shared-server variant").count()
+
+
+def test_launch_buttons_come_from_one_setting_and_open_the_learners_copies(tmp_path, book):
+    """Without a GitHub repository the first page says how to launch from a fork; with
+    BOOK_REPOSITORY, every chapter has Binder and Codespaces buttons and the book links the repository."""
+    remote = subprocess.run(["git", "remote", "get-url", "origin"], cwd=ROOT, capture_output=True, text=True).stdout
+    first = urlopen_text(book)
+    if "github.com" not in remote:
+        assert "from your own fork" in first and "mybinder.org/v2/gh/OWNER/REPO" in first
+        assert "codespaces.new/" not in urlopen_text(book.replace("index.html", "notebooks/01_naive.html"))
+    out = tmp_path / "book"
+    subprocess.run(["make", "-s", "book", f"BOOK_DIR={out}"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "BOOK_REPOSITORY": "https://github.com/someone/their-fork"})
+    assert 'href="https://github.com/someone/their-fork"' in (out / "index.html").read_text()
+    for chapter in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        html = (out / "notebooks" / f"{chapter.stem}.html").read_text()
+        assert ("https://mybinder.org/v2/gh/someone/their-fork/HEAD?urlpath=lab/tree/work/"
+                f"{chapter.stem}.ipynb") in html  # the learner's copy, which binder/start makes
+        assert "https://codespaces.new/someone/their-fork" in html
+    refused = subprocess.run(["make", "-s", "book", f"BOOK_DIR={out}"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "BOOK_REPOSITORY": "not-a-github-address"})
+    assert refused.returncode != 0 and "BOOK_REPOSITORY must be a GitHub address" in refused.stderr
+
+
+def urlopen_text(url):
+    from urllib.request import urlopen
+
+    with urlopen(url) as response:
+        return response.read().decode()
