@@ -21,7 +21,7 @@ REPLICATION ?= async
 # (the most tests first: --no-loadscope-reorder)
 TEST_WORKERS ?= 8
 
-.PHONY: setup setup-test setup-book setup-browser server stop status lab lab-refresh test test-browser app pictures book pair pair-stop
+.PHONY: setup setup-test setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop
 
 setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
@@ -50,8 +50,10 @@ pair: server       ## chapter 08's primary and replica, with HAProxy in front: m
 pair-stop:         ## stop the pair and HAProxy, and delete their data
 	@$(PY) -m pair stop
 
-lab: server        ## open the course in JupyterLab, on your copies of the chapters in work/
+work:              ## your copies of the chapters in work/: the missing ones added, yours never overwritten
 	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp -n notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/"
+
+lab: server work   ## open the course in JupyterLab, on your copies of the chapters in work/
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) --LabApp.default_url=/lab/tree/$(LAB_DIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(ALLOW_ROOT)
 
 lab-refresh:       ## replace your copies in work/ with the committed chapters (your changes there are lost)
@@ -71,7 +73,12 @@ test-browser: setup-browser server  ## 00_setup run through JupyterLab's menu in
 pictures: setup-browser server  ## docs/person.png and docs/broken.png, from the running app
 	$(PY) docs/make_pictures.py
 
+# BOOK_REPOSITORY=https://github.com/OWNER/REPO: the book's repository link and launch buttons (default: the
+# git remote origin, when it is on GitHub; without one, the book says how to launch from a fork)
 book: setup-book   ## the course as a book (Sphinx, myst-nb) from the committed outputs, offline, in build/book (BOOK_DIR)
-	@rm -rf build/book-src && mkdir -p build/book-src && cp -R book/index.md notebooks docs build/book-src/
+	@case "$$BOOK_REPOSITORY" in ""|https://github.com/?*/?*) ;; *) echo "make book: BOOK_REPOSITORY must be a" \
+	  "GitHub address, https://github.com/OWNER/REPO, not '$$BOOK_REPOSITORY'; unset it to use the git remote" >&2; exit 2 ;; esac
+	@rm -rf build/book-src && mkdir -p build/book-src/instructors && cp -R book/index.md book/cheatsheet.md notebooks docs build/book-src/ \
+	  && cp instructors/guide.md build/book-src/instructors/
 	$(VENV)/bin/sphinx-build -q -W --keep-going -b html -c book build/book-src $(BOOK_DIR)
 	@echo "the book: $(BOOK_DIR)/index.html"

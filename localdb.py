@@ -33,6 +33,9 @@ except ValueError as error:  # a malformed setting: from the shell, say which, w
 # COURSE_SERVER_DIR: another folder, for another server beside the course's (make test gives each of
 # its worker processes one: see tests/conftest.py)
 HOME = Path(os.environ.get("COURSE_SERVER_DIR") or Path(__file__).resolve().parent / ".mysql")
+# Why the last start failed, kept until a start succeeds: Binder's start script goes on to JupyterLab
+# when the server fails, and check_connection() (00_setup) shows the reader this reason
+START_FAILURE = HOME / "start-failure.txt"
 START_COMMAND = "make server"  # what the error messages tell the reader to run
 START_TIMEOUT = 30
 
@@ -258,9 +261,26 @@ def is_running():
 
 
 def start():
-    """Initialise the course's server if needed, start it, and make sure its user and schema exist."""
+    """Initialise the course's server if needed, start it, and make sure its user and schema exist.
+    When it fails, the reason is kept in ``START_FAILURE`` (see ``last_start_failure()``)."""
     _require_local()
-    return course().start()
+    try:
+        result = course().start()
+    except Exception as error:
+        START_FAILURE.parent.mkdir(parents=True, exist_ok=True)
+        reason = str(error) if isinstance(error, ServerError) else f"{type(error).__name__}: {error}"
+        START_FAILURE.write_text(reason + "\n")
+        raise
+    START_FAILURE.unlink(missing_ok=True)
+    return result
+
+
+def last_start_failure():
+    """Why the last start of the course's server failed, or None if it succeeded (or never ran)."""
+    try:
+        return START_FAILURE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def stop():
@@ -305,6 +325,8 @@ def check_connection():
             fix = (f"start it with `{START_COMMAND}` (or `make lab`) in the repository" if config.LOCAL_SERVER
                    else "start your server, or correct DB_HOST / DB_PORT")
             message = f"no MySQL server answers at {where}: {fix}."
+            if config.LOCAL_SERVER and last_start_failure():
+                message += f" Its last start failed:\n{last_start_failure()}"
         elif code == 1045:
             fix = (f"the local server keeps the password it was created with ({config.LOCAL_PASSWORD}, unless DB_PASS "
                    "was set then): unset or correct DB_PASS; to give it a new one, `python -m localdb reset` (which "

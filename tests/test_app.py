@@ -4,6 +4,7 @@ import json
 import pytest
 
 import app
+import config
 import models
 import faults
 import strategies as S
@@ -60,3 +61,41 @@ def test_the_end_hook_runs_when_the_view_fails(serve, monkeypatch):
     monkeypatch.setitem(app.VIEWS, "person_first", lambda db: 1 / 0)
     assert server.get("/person/first").startswith("500 Internal Server Error")
     assert strategy.db.is_closed()
+
+
+@pytest.mark.parametrize("threads", ["4", "1"])
+def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thread_per_worker(server_up, threads):
+    """What the README says of `make app STRATEGY=seed`: at its default shape (2 workers of 4 threads)
+    every request thread opens a connection of its own, and the seed's answers are right; with
+    APP_THREADS=1 (sync workers, serving in the thread that inherited the master's connection) both
+    workers use that one connection."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import ROOT
+
+    port = config.DB_PORT + 5  # the worker's own range: its server, its pair on +1..+3
+    served = subprocess.Popen(["make", "-s", "app", "STRATEGY=seed", f"APP_PORT={port}", f"APP_THREADS={threads}"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while app.get(url + "/", timeout=2).startswith("000"):
+            assert served.poll() is None and time.monotonic() < deadline, "make app did not serve"
+            time.sleep(0.2)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: app.get(url + "/whoami", timeout=5), range(32)))
+    finally:
+        os.killpg(served.pid, signal.SIGTERM)
+        served.wait(timeout=30)
+    whoami = [json.loads(answer.split(" ", 1)[1]) for answer in answers if answer.startswith("200")]
+    processes, connections = {a["process"] for a in whoami}, {a["connection"] for a in whoami}
+    assert len(processes) == 2
+    if threads == "4":
+        assert len(whoami) == len(answers) and all(a["own_answer"] for a in whoami)
+        assert len(connections) > 2  # the request threads' own: none is the master's
+    else:
+        assert len(connections) == 1  # the master's, in both workers

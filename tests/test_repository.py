@@ -3,6 +3,7 @@ a contributing guide whose commands exist."""
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -70,7 +71,10 @@ def test_the_dev_container_runs_the_courses_own_commands():
     targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
     for command in (container["postCreateCommand"], container["postStartCommand"]):
         assert command.split()[0] == "make" and command.split()[1] in targets
-    assert all((ROOT / path).exists() for path in container["customizations"]["codespaces"]["openFiles"])
+    assert "work" in container["postCreateCommand"].split()  # the learner's copies, made before they open
+    opened = container["customizations"]["codespaces"]["openFiles"]
+    assert opened and all(path.startswith("work/") for path in opened)  # the learner's copies, never notebooks/
+    assert all((ROOT / "notebooks" / Path(path).name).exists() for path in opened)
     assert 8888 in container["forwardPorts"]
 
 
