@@ -43,7 +43,7 @@ class ConnectionRecord:
     session: tuple = ()  # each thing the session holds that a new connection would not
     used: bool = False  # this request has run a statement on it (so may have left LAST_INSERT_ID() ...)
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
-    poller: object = None  # select.poll() on its socket: see CourseMySQLDatabase.server_hung_up()
+    poller: object = field(default=None, repr=False)  # select.poll() on its socket: see server_hung_up()
 
     def learn(self, sql, flags, inside_atomic):
         """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""

@@ -167,9 +167,16 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             self.wait_for_a_writable_server(pauses)
         else:
             why = rule.row_for(situation)[6]
-            held = f"; the session held {'; '.join(record.session)}" if verdict == rule.SESSION_LOST and record and record.session else ""
+            held = self._what_the_session_held(record) if verdict == rule.SESSION_LOST else ""
             message = f"{why}{held} ({situation.failure}: {statements.describe(str(error.args[1]), 80)})"
             raise RAISED.get(verdict, OperationalError)(error_code(error), message) from error
+
+    @staticmethod
+    def _what_the_session_held(record):
+        if record and record.session:
+            return f"; the session held {'; '.join(record.session)}"
+        return ("; this statement may read what the request's earlier statements left in the session "
+                "(LAST_INSERT_ID(), ROW_COUNT(), warnings)")
 
     def _note(self, sql, kind):
         """Remember what the server reports after a statement that succeeded."""

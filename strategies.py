@@ -229,14 +229,16 @@ class SafeReconnect(Strategy):
         """The longest a request can wait on connections on top of its own statements' time: a
         statement that fails late but before ``read_timeout`` (a kill) and its one retry, which
         may wait the whole ``read_timeout`` (or ``write_timeout``); reconnecting, at most
-        ``reconnect_timeout`` in all, plus the last attempt that began before it ran out: a walk
-        of every host, each a handshake (``connect_timeout``) and two short queries
-        (``read_timeout`` each: the session's setup and ``@@read_only``). None without timeouts."""
+        ``reconnect_timeout`` in all, plus the last attempt that began before it ran out: a
+        handshake (``connect_timeout``) and the session's setup (a query: ``read_timeout``), on
+        each host walked, with one more query there (``@@read_only``). None without timeouts."""
         params = self.db.connect_params
         if not all(params.get(name) for name in TIMEOUTS):
             return None
         statement = max(params["read_timeout"], params["write_timeout"])
-        walk = len(self.db.hosts or [None]) * (params["connect_timeout"] + 2 * params["read_timeout"])
+        hosts = self.db.hosts or []
+        attempt = params["connect_timeout"] + params["read_timeout"]
+        walk = len(hosts) * (attempt + params["read_timeout"]) if hosts else attempt
         return 2 * statement + self.db.reconnect_timeout + walk
 
 
