@@ -79,7 +79,8 @@ ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2, "view_read": 1
 SPLIT = {"implicit_commit"}  # transactions the server itself commits in two (DDL inside commits what came before)
 THREADS = 8
 READ_TIMEOUT = 1  # the app's read_timeout, the least there is (whole seconds): silent drops cost the run little
-WORK_S = 1.0  # the longest a request's own statements take here (a slow read sleeps 0.3 s)
+WORK_S = 1.0  # the longest a request's own statements take here (a read killed during its 0.3 s sleep;
+# the slow read is given up on at read_timeout, which the bound counts already)
 
 
 COUNTS = ["requests", "struck", "failed", "lost", "duplicates", "torn", "unknown", "unknown_landed", "landed_in_part",
@@ -333,9 +334,9 @@ def main(argv=None):
         return 0
     columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed",
                "landed_in_part", "lost_but_landed", "max_request_s", "bound_s"]
-    print(f"{'strategy':17}" + "".join(f"{c:>15}" for c in columns))
+    print(f"{'strategy':17}" + "".join(f"{c:>{len(c) + 2}}" for c in columns))
     for tally in tallies:
-        print(f"{tally.name:17}" + "".join(f"{str(getattr(tally, c)):>15}" for c in columns))
+        print(f"{tally.name:17}" + "".join(f"{str(getattr(tally, c)):>{len(c) + 2}}" for c in columns))
     print(f"\n{args.requests} requests per strategy from {args.threads} threads, seed {args.seed}, "
           f"in {time.monotonic() - started:.0f} s")
     return 0
