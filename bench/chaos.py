@@ -211,15 +211,15 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
                     list(clients.map(send, batch))
                     batch = []
                     if fault:
+                        for counter in chaos_app.counters.values():
+                            counter.join()  # the slow reads' copies end, counted, before the fault strikes
                         strike_between(fault, strategy, server, link)
                     continue
                 last_fault[request_id] = current_fault
                 batch.append((request_id, (kind, fault)))
         server.stop()
         strategy.close()
-    for counter in chaos_app.counters.values():
-        counter.join()
-    runs = {request_id: len(counter.seen) for request_id, counter in chaos_app.counters.items()}
+    runs = {request_id: counter.copies() for request_id, counter in chaos_app.counters.items()}
     rows = {}
     for request_id, part, count in admin.execute_sql(
             "SELECT request_id, part, COUNT(*) FROM chaos_write GROUP BY request_id, part").fetchall():

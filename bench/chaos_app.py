@@ -40,15 +40,29 @@ CLEAN_UP = SCHEMA[:4]
 class RunCounter(threading.Thread):
     """Counts the server's copies of one statement while the request runs and after: the
     connections ``SHOW PROCESSLIST`` shows running a statement that ends with ``marker``, polled
-    every 50 ms over a connection of its own until none is left once the request has ended."""
+    every 50 ms over a connection of its own until none is left once the request has ended.
+    ``copies()`` waits for that, and raises if the count could not be completed."""
 
     def __init__(self, marker, port=None, longest=10):
         super().__init__(daemon=True)
         self.marker, self.port, self.longest = marker, port, longest
-        self.ended, self.seen = threading.Event(), set()
+        self.ended, self.seen, self.error = threading.Event(), set(), None
         self.start()
 
+    def copies(self):
+        """How many copies the server ran; waits until they have all ended."""
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(f"the copies of '{self.marker}' could not all be counted") from self.error
+        return len(self.seen)
+
     def run(self):
+        try:
+            self._count()
+        except Exception as error:  # e.g. the server restarted under it: said by copies(), never a silent undercount
+            self.error = error
+
+    def _count(self):
         admin = faults._admin(self.port)
         try:
             cursor, deadline = admin.cursor(), None

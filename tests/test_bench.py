@@ -30,6 +30,21 @@ def test_the_plan_has_every_fault_and_is_reproducible():
     assert sum(kind is not None for kind, _ in steps) == REQUESTS
 
 
+def test_torn_is_judged_against_what_the_app_was_told():
+    steps = [("implicit_commit", None)] * 3 + [("atomic", None), ("slow_read", "read_timeout")]
+    answers = {1: "500 OutcomeUnknown 2006", 2: "500 TransactionLost 2006", 3: "200 ok", 4: "500 OutcomeUnknown 2013",
+               5: "500 OperationalError 2013"}
+    rows = {1: {0: 1}, 2: {0: 1}, 3: {0: 1}, 4: {1: 1}}  # part 0 of each implicit commit; half of the atomic()
+    tally = chaos.Tally("made up")
+    chaos.tally_up(tally, steps, answers, rows, {5: 2}, {}, dict.fromkeys(range(1, 6), 0.5))
+    split = tally.by_kind["implicit_commit"]
+    assert split["landed_in_part"] == 1  # told the outcome is unknown: the part the DDL committed is no tear
+    assert split["torn"] == 2 and split["lost_but_landed"] == 1 and split["lost"] == 1  # told nothing, or done
+    assert tally.by_kind["atomic"]["torn"] == 1  # one server transaction found in part is torn, whatever was said
+    assert tally.by_kind["slow_read"]["duplicates"] == 1  # two copies on the server
+    assert (tally.torn, tally.lost, tally.duplicates, tally.unknown) == (3, 1, 1, 2)
+
+
 def test_the_harness_sees_naive_fail(tallies):
     naive = tallies["naive"]
     assert naive.failed > REQUESTS // 2
