@@ -58,6 +58,7 @@ def node(name, mode="async", server_id=1):
         "--gtid-strict-mode=ON", f"--rpl-semi-sync-master-enabled={semisync}",
         f"--rpl-semi-sync-slave-enabled={semisync}", f"--rpl-semi-sync-master-timeout={SEMISYNC_TIMEOUT_MS}",
         "--rpl-semi-sync-master-wait-no-slave=OFF",  # a primary with no replica at all (just promoted) does not wait
+        "--log-bin-trust-function-creators=ON",  # the course's user may create a stored function (the chaos run's view)
     ))
 
 

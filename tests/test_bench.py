@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import pair
-from bench import chaos, overhead
+from bench import chaos, overhead, wrong
 from conftest import ROOT
 
 REQUESTS, SEED, EVERY, READ_TIMEOUT = 100, 3, 10, 1  # chapter 09's run: each kind of fault once
@@ -22,8 +22,27 @@ def test_the_plan_has_every_fault_and_is_reproducible():
     steps = chaos.plan(REQUESTS, SEED, EVERY)
     assert steps == chaos.plan(REQUESTS, SEED, EVERY)
     assert {fault for _, fault in steps} - {None} == set(chaos.FAULTS)
-    assert ("raw_transaction", "kill_in_transaction") in steps and ("write", "cut_after_insert") in steps
+    # one fault in each run of EVERY requests, each kind once; one that strikes requests strikes each kind it can
+    assert len(chaos.FAULTS) == REQUESTS // EVERY
+    assert {(kind, fault) for fault, kinds in chaos.DURING.items() for kind in kinds} <= set(steps)
+    assert ("view_read", "cut_after_insert") in steps and ("procedure_transaction", "kill_in_transaction") in steps
+    assert ("implicit_commit", "kill_in_transaction") in steps and ("slow_read", "read_timeout") in steps
     assert sum(kind is not None for kind, _ in steps) == REQUESTS
+
+
+def test_torn_is_judged_against_what_the_app_was_told():
+    steps = [("implicit_commit", None)] * 3 + [("atomic", None), ("slow_read", "read_timeout")]
+    answers = {1: "500 OutcomeUnknown 2006", 2: "500 TransactionLost 2006", 3: "200 ok", 4: "500 OutcomeUnknown 2013",
+               5: "500 OperationalError 2013"}
+    rows = {1: {0: 1}, 2: {0: 1}, 3: {0: 1}, 4: {1: 1}}  # part 0 of each implicit commit; half of the atomic()
+    tally = chaos.Tally("made up")
+    chaos.tally_up(tally, steps, answers, rows, {5: 2}, {}, dict.fromkeys(range(1, 6), 0.5))
+    split = tally.by_kind["implicit_commit"]
+    assert split["landed_in_part"] == 1  # told the outcome is unknown: the part the DDL committed is no tear
+    assert split["torn"] == 2 and split["lost_but_landed"] == 1 and split["lost"] == 1  # told nothing, or done
+    assert tally.by_kind["atomic"]["torn"] == 1  # one server transaction found in part is torn, whatever was said
+    assert tally.by_kind["slow_read"]["duplicates"] == 1  # two copies on the server
+    assert (tally.torn, tally.lost, tally.duplicates, tally.unknown) == (3, 1, 1, 2)
 
 
 def test_the_harness_sees_naive_fail(tallies):
@@ -45,18 +64,42 @@ def test_peewee_reconnect_duplicates_and_loses(tallies):
     assert peewee.lost >= 1  # a raw transaction's second insert, committed alone after a reconnect
 
 
+def test_peewee_reconnect_reruns_what_the_text_hides(tallies):
+    kinds = tallies["peewee_reconnect"].by_kind
+    assert kinds["view_read"]["duplicates"] >= 1  # the SELECT whose view inserts, sent again after the cut
+    assert kinds["procedure_transaction"]["torn"] >= 1  # the second insert committed alone on a new connection
+    assert kinds["slow_read"]["duplicates"] == 1  # the server ran the slow read twice, side by side
+
+
 def test_safe_reconnect_loses_nothing_and_duplicates_nothing(tallies):
     safe = tallies["safe_reconnect"]
     assert safe.requests == REQUESTS and safe.faults >= len(chaos.FAULTS) and set(safe.faults_by_kind) == set(chaos.FAULTS)
-    assert safe.lost == 0 and safe.duplicates == 0 and safe.torn == 0
+    assert safe.lost == 0 and safe.duplicates == 0 and safe.torn == 0 and safe.lost_but_landed == 0
     assert safe.unknown >= 1  # the cut links: said, not hidden
-    # and a read the client gave up on after a silent drop (read_timeout): said, not run a second time
-    assert set(safe.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost", "OperationalError"}
+    # and a read the client gave up on after a silent drop (read_timeout): said, not run a second time;
+    # SessionLost: a connection that ran a CALL holds what the procedure may have left, for the rest of its life
+    assert set(safe.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost", "SessionLost", "OperationalError"}
     assert safe.unknown_landed <= safe.unknown
 
 
-def test_the_self_check_sees_a_lost_write_and_a_doubled_one():
+def test_safe_reconnect_keeps_its_promises_where_the_text_hides_what_runs(tallies):
+    safe = tallies["safe_reconnect"]
+    for kind in ("view_read", "procedure_transaction", "implicit_commit", "slow_read"):
+        counts = safe.by_kind[kind]
+        assert counts["struck"] >= 1, kind
+        assert counts["lost"] == counts["duplicates"] == counts["torn"] == counts["lost_but_landed"] == 0, kind
+    # killed after the DDL committed part 0: told OutcomeUnknown (not TransactionLost), and part 0 is there
+    assert safe.by_kind["implicit_commit"]["landed_in_part"] >= 1
+    # the slow read, given up on at read_timeout once: not run again, so it ended well within its bound
+    assert 0.9 * READ_TIMEOUT <= safe.by_kind["slow_read"]["max_s"] < 2 * READ_TIMEOUT <= safe.bound_s
+
+
+def test_the_self_check_sees_what_each_wrong_strategy_does(capsys):
     assert chaos.self_check(requests=REQUESTS, seed=SEED, fault_every=EVERY)
+    seen = capsys.readouterr().out
+    for name, checks in wrong.MUST_SEE.items():
+        for what, _ in checks:
+            assert f"{name:27} {what}: " in seen
 
 
 def test_the_chaos_run_fails_over_and_the_safe_strategy_loses_nothing_under_semi_sync(server_up):
@@ -65,7 +108,8 @@ def test_the_chaos_run_fails_over_and_the_safe_strategy_loses_nothing_under_semi
     assert tally.replication == "semisync" and tally.faults_by_kind.get("failover")
     assert "restart" not in tally.faults_by_kind
     assert tally.lost == 0 and tally.duplicates == 0 and tally.torn == 0
-    assert set(tally.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost", "OperationalError"}
+    assert tally.lost_but_landed == 0
+    assert set(tally.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost", "SessionLost", "OperationalError"}
     assert not pair.HOME.exists()  # the run started the pair, and stopped it
 
 
@@ -76,8 +120,8 @@ def test_chaos_json_has_the_documented_shape():
     assert output["threads"] == 8 and output["read_timeout"] == chaos.READ_TIMEOUT
     rows = output["strategies"]
     assert [row["name"] for row in rows] == chaos.NAMES
-    keys = {"name", "requests", "faults", "failed", "acked_writes", "lost", "duplicates", "unknown",
-            "faults_by_kind", "errors_by_kind", "max_request_s", "bound_s"}
+    keys = {"name", "requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown",
+            "landed_in_part", "lost_but_landed", "faults_by_kind", "errors_by_kind", "by_kind", "max_request_s", "bound_s"}
     assert all(keys <= row.keys() and row["requests"] == 20 for row in rows)
 
 
