@@ -87,7 +87,8 @@ def test_what_may_end_a_transaction(sql, ends):
     ("SELECT 5 INTO @y", "user variable"), ("SELECT LAST_INSERT_ID(7)", "LAST_INSERT_ID"), ("CALL p()", "procedure"),
     ("SELECT f(1)", "function"), ("SELECT 1 /*!100000 , f(1) */", "executable comment"),
     ("SELECT 1", None), ("INSERT INTO t (a) VALUES (1)", None), ("SELECT LAST_INSERT_ID()", None),
-    ("CREATE TABLE IF NOT EXISTS t (b LONGBLOB, c VARCHAR(10))", None),
+    ("CREATE TABLE IF NOT EXISTS t (b LONGBLOB, c VARCHAR(10))", None), ("CREATE VIEW v AS SELECT f(1) AS n", None),
+    ("CREATE TABLE t AS SELECT f(1) AS n", "function"), ("SELECT RELEASE_LOCK('a')", None),
 ])
 def test_what_the_server_does_not_report_the_text_shows(sql, state):
     found = T.state_left(sql)
