@@ -336,3 +336,32 @@ def test_a_call_hidden_by_the_sql_mode_is_not_run_twice(writing_function, rows, 
             db.execute_sql(read)
         db.close_all()
     assert rows(12) == 1  # today: 2
+
+
+# Promise: "never continues a transaction on a new connection, however it began", in a threaded
+# app (every thread its own connection, as the course says). connections._native_status_reader()
+# makes ONE ctypes.c_uint for every call: mariadb_get_infov() runs without the GIL, so another
+# thread's call overwrites it before flags.value is read, and a statement is credited with another
+# connection's flags (about 3% of reads with two busy threads here). The record then says no
+# transaction is open; after a KILL the next INSERT is run again in autocommit: half a transaction.
+def test_the_status_flags_are_the_calling_threads_own(rows, safe):
+    import threading
+    stop = threading.Event()
+
+    def busy():  # another request thread of the same app, in autocommit
+        while not stop.is_set():
+            safe.execute_sql("DO 0")
+
+    other = threading.Thread(target=busy)
+    other.start()
+    forgotten = 0
+    try:
+        for _ in range(3000):
+            safe.execute_sql("START TRANSACTION")
+            safe.execute_sql(INSERT, (13,))
+            forgotten += safe.open_transaction() is None
+            safe.execute_sql("ROLLBACK")
+    finally:
+        stop.set()
+        other.join()
+    assert forgotten == 0  # today: dozens of every 3,000
