@@ -25,6 +25,7 @@ import statements
 # The server's status flags (mariadb_com.h).
 IN_TRANSACTION = 1  # a transaction is open
 AUTOCOMMIT = 2  # autocommit is on: with it off, every statement is in a transaction
+MORE_RESULTS = 8  # more results follow (a procedure's, or a multi-statement string's): these flags are not the last
 SESSION_STATE_CHANGED = 16384  # the statement changed the session (with session_track_state_change)
 # Retire a connection after this many seconds, before anything in between forgets it while it is
 # idle: NAT tables and load balancers often do after 4 to 6 minutes, the server after wait_timeout.
@@ -39,26 +40,43 @@ class ConnectionRecord:
     retire_at: float = float("inf")  # after this (monotonic) time it is replaced at a safe moment
     last_used: float = float("-inf")  # when a request last ended well on it (IdlePing)
     transaction: str = None  # what the server reports open, or None
-    partly_committed: bool = False  # a statement inside atomic() committed what came before
+    partly_committed: bool = False  # a statement inside the transaction committed what came before
+    xa: bool = False  # an XA transaction: once prepared, it outlives the connection
     session: tuple = ()  # each thing the session holds that a new connection would not
-    used: bool = False  # this request has run a statement on it (so may have left LAST_INSERT_ID() ...)
+    used: bool = False  # this request has run a statement here, or on a connection this one replaced
+    lost_traces: bool = False  # ... on one it replaced: what those statements left (LAST_INSERT_ID()) is gone
+    more_results: bool = False  # results of the last statement are still to come: its socket is readable
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
     poller: object = field(default=None, repr=False)  # select.poll() on its socket: see server_hung_up()
 
     def learn(self, sql, flags, inside_atomic):
         """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
-        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT  # with autocommit off, always
-        if inside_atomic and not open_now and sql != "BEGIN":
-            self.partly_committed = True  # inside atomic(), yet the server has no transaction: it was committed
+        self.more_results = bool(flags & MORE_RESULTS)  # then what the rest of it does is not known yet
+        open_before = inside_atomic or self.transaction
+        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT or self.more_results  # autocommit off: always
+        # What may have committed part of the app's transaction: inside atomic(), anything that may
+        # commit; in one begun by hand, what the app did not write as a COMMIT (a CALL, say).
+        own = inside_atomic or not statements.controls_transaction(sql)
+        if open_before and statements.may_end_transaction(sql) and own or inside_atomic and not open_now:
+            self.partly_committed = True
         if not open_now:
             self.transaction = None
+            self.partly_committed = self.partly_committed and inside_atomic  # by hand: ended where the server says
         elif not self.transaction:
             self.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
+        self.xa = {"start": True, "end": False}.get(statements.xa_change(sql), self.xa)
         changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
         held = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
+        if self.more_results:
+            held = f"what the rest of '{statements.describe(sql)}' may leave"
         if held and held not in self.session:
             self.session += (held,)
         self.used = True
+
+    def learn_from_error(self, sql, inside_atomic):
+        """A statement that may commit (DDL) commits before it runs, and fails after: it may have committed."""
+        if (inside_atomic or self.transaction) and statements.may_end_transaction(sql):
+            self.partly_committed = True
 
 
 def _native_status_reader():
@@ -75,12 +93,12 @@ def _native_status_reader():
     get_info.argtypes, get_info.restype = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p], ctypes.c_int
     pointer_of = ctypes.pythonapi.PyCapsule_GetPointer
     pointer_of.argtypes, pointer_of.restype = [ctypes.py_object, ctypes.c_char_p], ctypes.c_void_p
-    server_status, flags = 30, ctypes.c_uint()  # MARIADB_CONNECTION_SERVER_STATUS
-    flags_ref = ctypes.byref(flags)
+    server_status = 30  # MARIADB_CONNECTION_SERVER_STATUS
 
     def read(conn):
+        flags = ctypes.c_uint()  # a buffer of the call's own: another thread's call runs meanwhile
         get_info(pointer_of(conn._get_native_connection(), b"_mysql.connection.native_connection"),
-                 server_status, flags_ref)
+                 server_status, ctypes.byref(flags))
         return flags.value
     return read
 

@@ -17,6 +17,7 @@ class ReconnectingMySQLDatabase(CourseMySQLDatabase):
     """The course's database, with ``reconnect()`` and ``wait_for_a_writable_server()``."""
 
     def __init__(self, *args, reconnect_timeout=20.0, hosts=None, **kwargs):
+        kwargs.setdefault("multi_statements", False)  # one statement a call: the server's flags are then its own
         super().__init__(*args, **kwargs)
         self.reconnect_timeout = reconnect_timeout
         self.hosts = hosts  # [(host, port), ...] to walk for a server that takes writes; None: the one in the settings
@@ -42,12 +43,16 @@ class ReconnectingMySQLDatabase(CourseMySQLDatabase):
         finally:
             self.connect_params = saved
 
-    def _pauses(self):
-        """Growing pauses between attempts, from 50 ms to 1 s, until ``reconnect_timeout`` would pass."""
-        deadline, pause = time.monotonic() + self.reconnect_timeout, 0.05
-        while time.monotonic() + pause <= deadline:
-            yield pause
-            pause = min(pause * 2, 1.0)
+    def _pauses(self, since=None):
+        """Growing pauses between attempts, from 50 ms to 1 s, until ``reconnect_timeout`` after
+        ``since`` (now) would pass: the deadline is set here, not at the first pause."""
+        deadline = (time.monotonic() if since is None else since) + self.reconnect_timeout
+
+        def pauses(pause=0.05):
+            while time.monotonic() + pause <= deadline:
+                yield pause
+                pause = min(pause * 2, 1.0)
+        return pauses()
 
     def reconnect(self, pauses=None):
         """Replace the connection, waiting with a growing pause while nothing accepts connections,

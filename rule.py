@@ -14,7 +14,8 @@ idempotent.) Each fact comes from where it is true:
   run. After a retry, the worst of both tries.
 - ``transaction``: from the server's status flags after every statement (and peewee's
   ``atomic()``): ``none``, ``open`` (the server rolls it back when the connection dies), or
-  ``partly committed`` (a statement inside ``atomic()`` committed what came before: DDL does).
+  ``partly committed`` (a statement inside it that may commit ran: DDL, ``COMMIT AND CHAIN``, a
+  ``CALL``; or an XA transaction, which outlives its connection once prepared).
 - ``statement``: ``read`` (its text shows it changes nothing: ``SELECT 1``), ``idempotent``
   (the app declared it may run twice), ``write`` (a plain ``INSERT``, ``UPDATE``, ``DELETE``:
   it may have effects, and cannot end a transaction) or ``may commit`` (``COMMIT``, DDL,
@@ -54,7 +55,8 @@ ANY = "*"
 # failure, transaction, statement, session, retried -> verdict, why. The first row that matches wins.
 RULE = [
     ("*", "partly committed", "*", "*", "*", OUTCOME_UNKNOWN,
-     "a statement inside the transaction committed what came before it: that part is applied, the rest may not be"),
+     "part of the transaction may be kept: a statement inside it committed what came before, or it is an XA "
+     "transaction, which outlives its connection once prepared"),
     ("read-only", "open", "*", "*", "*", TRANSACTION_LOST,
      "the server refused it and rolls the transaction back: nothing of it was applied"),
     ("not sent", "open", "*", "*", "*", TRANSACTION_LOST,

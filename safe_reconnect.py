@@ -16,8 +16,8 @@ from peewee import OperationalError
 import rule
 import statements
 from connections import close_quietly, server_status
-from errors import (CONNECTION_KILLED, NOT_SENT, READ_ONLY, SERVER_GONE, SERVER_LOST, OutcomeUnknown, SessionLost,
-                    TransactionLost, error_code)
+from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT, NOT_SENT, READ_ONLY, SERVER_GONE,
+                    SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from reconnecting import ReconnectingMySQLDatabase
 
 RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
@@ -43,18 +43,20 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     @contextmanager
     def idempotent(self):
         """Declare that the statements in this block may run twice with the effect of once: reads
-        of tables, writes keyed by an id the client chose."""
-        self._declared.idempotent = True
+        of tables, writes keyed by an id the client chose. (A declaration lowers a write to
+        "idempotent", never what may commit.) Limit: it holds for every statement of this thread
+        while the block is open, so a generator suspended inside it keeps it open."""
+        self._declared.depth = getattr(self._declared, "depth", 0) + 1
         try:
             yield
         finally:
-            self._declared.idempotent = False
+            self._declared.depth -= 1
 
     def new_request(self):
         """A request starts: what earlier requests' statements left (``LAST_INSERT_ID()``) is not its own."""
         record = self.record()
         if record is not None:
-            record.used = False
+            record.used = record.lost_traces = False
 
     def open_transaction(self):
         """What keeps a transaction open on this thread's connection, by the server's word, or None."""
@@ -96,15 +98,21 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     def _run(self, sql, send, kind=None):
         """Send ``sql`` with ``send()``; after a failure, do what the rule says."""
         kind = kind or self._kind(sql)
-        failure, retried, pauses = None, "no", self._pauses()
+        self._refuse_if_its_traces_are_gone(sql)
+        failure, retried, began = None, "no", time.monotonic()
+        pauses = None  # made at the first failure; their deadline counts from the statement's start
         while True:
             started = time.monotonic()
             try:
                 self._before_sending()
                 result = send()
-            except OperationalError as error:
-                failure = self._worse(failure, self._failure(error, started))
+            except Exception as error:
+                how = self._failure(error, started)
+                if how is None:
+                    raise self._not_the_rules(sql, error)
+                failure = self._worse(failure, how)
                 situation = rule.Situation(failure, self._transaction(), kind, self._session(sql), retried)
+                pauses = pauses or self._pauses(since=began)
                 self._after_failure(situation, error, pauses)
                 retried = "yes"
                 continue
@@ -112,32 +120,57 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             return result
 
     def _kind(self, sql):
-        if getattr(self._declared, "idempotent", False):
-            return "idempotent"
         if statements.is_read(sql):
             return "read"
-        return "may commit" if statements.may_end_transaction(sql) else "write"
+        if statements.may_end_transaction(sql):
+            return "may commit"
+        return "idempotent" if getattr(self._declared, "depth", 0) else "write"
+
+    def _refuse_if_its_traces_are_gone(self, sql):
+        record = self.record()
+        if record is not None and record.lost_traces and statements.reads_the_session(sql):
+            raise SessionLost(SERVER_GONE, "this request's earlier statements ran on a connection that was lost, and "
+                                           "what they left in the session (LAST_INSERT_ID(), ROW_COUNT(), warnings) "
+                                           "went with it: not run, since it may read that")
 
     def _before_sending(self):
         record = self.record()
         if record is None:
             return  # peewee connects as the statement is sent
-        if record.dead or self.server_hung_up():
+        if record.dead or (not record.more_results and self.server_hung_up()):  # results to come: readable
             raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
-        if time.monotonic() > record.retire_at and not (self.in_transaction() or record.transaction or record.session):
-            close_quietly(self)  # retired while nothing of it is needed: see strategies.retire_if_too_old()
+        if time.monotonic() > record.retire_at and not (self.in_transaction() or record.transaction or
+                                                        record.session or record.used):
+            close_quietly(self)  # retired at a request's first statement, outside a transaction, with no state
 
     def _failure(self, error, started):
-        """How a statement failed, as the rule's ``failure``; an error of another kind is raised as it is."""
+        """How a statement failed, as the rule's ``failure``; None for an error the rule is not for."""
         code = error_code(error)
-        timeout = self.connect_params.get("read_timeout")
-        if isinstance(error, ServerHungUp) or code in NOT_SENT:
+        if isinstance(error, ServerHungUp) or code == SERVER_GONE:
+            return "not sent"
+        if code == IDLE_TIMEOUT and "disconnect" in str(error).lower():  # MySQL 8's; MariaDB's 4031 is another error
             return "not sent"
         if code == READ_ONLY:
             return "read-only"
         if code in (SERVER_LOST, CONNECTION_KILLED):
+            timeout = self.connect_params.get("read_timeout")
             return "timed out" if timeout and time.monotonic() - started >= TIMED_OUT_AT * timeout else "lost"
-        raise error
+        return None
+
+    def _not_the_rules(self, sql, error):
+        """An error the rule is not for goes to the app as it is, after noting that a statement that
+        may commit (DDL commits before it fails) may have committed; but a deadlock or lock wait
+        timeout after part of the transaction was committed is ``OutcomeUnknown``: running the
+        transaction again (``run_transaction()``) would apply that part twice."""
+        record = self.record()
+        if record is None:
+            return error
+        record.learn_from_error(sql, self.in_transaction())
+        if record.partly_committed and error_code(error) in (DEADLOCK, LOCK_WAIT_TIMEOUT):
+            unknown = OutcomeUnknown(error_code(error), f"{rule.RULE[0][6]} ({statements.describe(str(error), 80)})")
+            unknown.__cause__ = error
+            return unknown
+        return error
 
     @staticmethod
     def _worse(first, second):
@@ -145,7 +178,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
 
     def _transaction(self):
         record = self.record()
-        if record is not None and record.partly_committed:
+        if record is not None and (record.partly_committed or record.xa):
             return "partly committed"
         return "open" if self.in_transaction() or (record and record.transaction) else "none"
 
@@ -161,10 +194,10 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             record.dead = True  # peewee's atomic() still has to unwind; its ROLLBACK will find it dead
         else:
             close_quietly(self)
-        if verdict == rule.RETRY:
-            self.reconnect(pauses)
-        elif verdict == rule.RETRY_WHEN_WRITABLE:
-            self.wait_for_a_writable_server(pauses)
+        if verdict in (rule.RETRY, rule.RETRY_WHEN_WRITABLE):
+            used = record is not None and record.used
+            self.reconnect(pauses) if verdict == rule.RETRY else self.wait_for_a_writable_server(pauses)
+            self.record().used = self.record().lost_traces = used  # what this request left is gone
         else:
             why = rule.row_for(situation)[6]
             held = self._what_the_session_held(record) if verdict == rule.SESSION_LOST else ""

@@ -39,9 +39,9 @@ LEAVE_NOTHING = {"RELEASE_LOCK", "RELEASE_ALL_LOCKS", "IS_FREE_LOCK", "IS_USED_L
 # Keywords an opening parenthesis may follow without a function being called.
 KEYWORDS_BEFORE_PARENTHESIS = set("""
     SELECT FROM WHERE AND OR NOT XOR IN EXISTS AS ON USING JOIN UNION ALL ANY SOME OVER PARTITION HAVING BY
-    WHEN THEN ELSE CASE LIMIT OFFSET IS LIKE BETWEEN WITH RECURSIVE DISTINCT MATCH AGAINST INTERVAL INDEX KEY
+    WHEN THEN ELSE CASE LIMIT OFFSET IS LIKE BETWEEN WITH RECURSIVE DISTINCT MATCH INTERVAL INDEX KEY
     EXCEPT INTERSECT VALUES VALUE INTO SET
-""".split())
+""".split())  # not AGAINST: a function may be named so, and the server calls it
 # Statements that may touch tables but run no code the text hides, and never end a transaction.
 PLAIN_STATEMENTS = {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"}
 # Words that make a SELECT more than a read of no table: a table (it may be a view), locking reads, INTO.
@@ -53,7 +53,12 @@ _STRINGS_NAMES_COMMENTS = re.compile(
 
 # The table an INSERT or REPLACE names before its column list, which is no function call.
 _INSERT_TARGET = re.compile(r"^\s*(INSERT|REPLACE)(\s+(LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE))*(\s+INTO)?"
-                            r"\s+[A-Z0-9_$]+(\s*\.\s*[A-Z0-9_$]+)?\s*(?=\()")
+                            r"\s+[\w$]+(\s*\.\s*[\w$]+)?\s*(?=\()")
+# A name and an opening parenthesis: a call. Names may hold any letter (notéit), or start with a digit.
+_CALL = re.compile(r"([\w$]+(?:\s*\.\s*[\w$]+)*)\s*\(")
+# Text whose meaning depends on the session's sql_mode: "f"(1) is a call under ANSI_QUOTES, and a
+# backslash ends a string early under NO_BACKSLASH_ESCAPES.
+_MODE_DEPENDENT = re.compile(r'"(?:[^"\\]|\\.|"")*"\s*\(|\\')
 
 _USER_VARIABLE = re.compile(r"(?<!@)@(?!@)")  # @cart, not @@time_zone
 _SEQUENCE = re.compile(r"\b(NEXT|PREVIOUS)\s+VALUE\s+FOR\b")  # advances a sequence, or reads the session's last value
@@ -93,7 +98,7 @@ def is_plain(sql):
     trigger, or read a view: see ``reads_the_session()`` for what that leaves open.)"""
     if isinstance(sql, bytes):
         sql = sql.decode(errors="replace")
-    if _CODE_IN_COMMENTS.search(sql):
+    if _CODE_IN_COMMENTS.search(sql) or _MODE_DEPENDENT.search(sql):
         return False
     bare = _bare(sql)
     first = _words(sql, 1)
@@ -106,10 +111,9 @@ def is_plain(sql):
 
 @_remembered
 def _called(sql):
-    """The names of the functions a statement calls; a qualified one (``shop.f``) as ``shop.F``."""
-    bare = _INSERT_TARGET.sub(" ", _bare(sql))
-    return frozenset(qualifier + name for qualifier, name in re.findall(r"(\b[A-Z0-9_$]+\s*\.\s*)?\b([A-Z_][A-Z0-9_$]*)\s*\(", bare)
-                     if qualifier or name not in KEYWORDS_BEFORE_PARENTHESIS)
+    """The names of the functions a statement calls; a qualified one (``shop.f``) as ``SHOP.F``."""
+    names = (re.sub(r"\s+", "", name) for name in _CALL.findall(_INSERT_TARGET.sub(" ", _bare(sql))))
+    return frozenset(name for name in names if name not in KEYWORDS_BEFORE_PARENTHESIS and not name.isdigit())
 
 
 @_remembered
@@ -150,14 +154,19 @@ def state_left(sql):
     lock, a user variable assigned by ``:=`` or ``INTO``, and whatever a procedure or a stored
     function may have left."""
     bare, words = _bare(sql), _words(sql, 2)
-    if _CODE_IN_COMMENTS.search(sql.decode(errors="replace") if isinstance(sql, bytes) else sql):
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
+    if _CODE_IN_COMMENTS.search(text):
         return "what an executable comment (/*! ... */) may leave"
+    if _MODE_DEPENDENT.search(text):
+        return "what a call the sql_mode may hide may leave (a lock, a user variable)"
     if words in (["LOCK", "TABLE"], ["LOCK", "TABLES"]):
         return TABLE_LOCKS
     if re.search(r"\bGET_LOCK\s*\(", bare):
         return "a GET_LOCK() lock"
     if ":=" in bare or re.search(r"\bINTO\s+@", bare):
         return "a user variable"
+    if words == ["SET", "TRANSACTION"]:
+        return "the next transaction's characteristics (SET TRANSACTION)"
     if re.search(r"\bLAST_INSERT_ID\s*\(\s*[^)\s]", bare):
         return "a LAST_INSERT_ID() value"
     if words[:1] == ["CALL"]:
@@ -167,6 +176,21 @@ def state_left(sql):
     if _called(sql) - PURE_FUNCTIONS - SESSION_READERS - LEAVE_NOTHING:
         return "what a function the course does not know may leave (a lock, a user variable)"
     return None
+
+
+@_remembered
+def controls_transaction(sql):
+    """True for ``BEGIN``, ``START TRANSACTION``, ``COMMIT`` and ``ROLLBACK`` (``AND CHAIN`` too)."""
+    return bool(_TRANSACTION_CONTROL.fullmatch(_bare(sql)))
+
+
+@_remembered
+def xa_change(sql):
+    """``"start"`` for ``XA START``/``XA BEGIN``, ``"end"`` for ``XA COMMIT``/``XA ROLLBACK``, else None."""
+    words = _words(sql, 2)
+    if words in (["XA", "START"], ["XA", "BEGIN"]):
+        return "start"
+    return "end" if words in (["XA", "COMMIT"], ["XA", "ROLLBACK"]) else None
 
 
 @_remembered

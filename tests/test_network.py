@@ -126,8 +126,9 @@ def test_a_connection_in_use_is_not_retired_inside_a_transaction(server_up):
         time.sleep(0.3)
         db.execute_sql("SELECT 1")
         assert S.connection_id(db) == first
+    db.new_request()  # what a SafeReconnect request's start does
     db.execute_sql("SELECT 1")
-    assert S.connection_id(db) != first  # retired at the next statement outside it
+    assert S.connection_id(db) != first  # retired at the next request's first statement, outside it
     db.close_all()
 
 
