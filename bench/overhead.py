@@ -6,7 +6,11 @@
 
 Every strategy runs the same request (``SELECT 1``) side by side in one run, in a new random
 order each round, after a warm-up; each is reported as a ratio to the floor with a 95%
-confidence interval. The floor is a connection kept open (the naive strategy, which costs nothing
+confidence interval. Beside the wall time, each request's CPU time in the client's own thread
+(``time.thread_time()``: the client's work, not the server's nor the wait for it) is reported
+the same way: on a busy machine the wall time drifts with where the client's and the server's
+threads land on the cores, while what the client itself does per request changes much less. The
+floor is a connection kept open (the naive strategy, which costs nothing
 extra until it breaks): a strategy that does the floor's work and more cannot truly cost less,
 so a ratio whose interval lies below 1.0 would be an artifact of the method.
 
@@ -24,6 +28,8 @@ Figures vary with the machine: read the ratios, not the microseconds.
 """
 import argparse
 import json
+import random
+import time
 from contextlib import contextmanager
 
 import sqlalchemy
@@ -41,8 +47,10 @@ FLOOR = "naive"
 # (2 cores): through the relay, two runs of 3,000 rounds differed by up to 6% (per_request at 0 ms),
 # of 10,000 by at most 1.5%; 300 rounds 1 and 5 ms away, by at most 1%. Directly on loopback,
 # where a query takes about 40 µs, two runs still differ by up to 15% (where the client's and the
-# server's threads land on the two cores decides much of it): compare those only within a run.
+# server's threads land on the two cores decides much of it): compare those only within a run, or
+# read the CPU ratios, which depend on the client's own work alone.
 NEAR_ROUNDS, FAR_ROUNDS = 10_000, 300
+ROUNDED = {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2}
 
 
 def default_rounds(rtt_ms):
@@ -127,25 +135,49 @@ def contenders(port=None):
     ]
 
 
+def measure(strategies, repeat, warmup, seed=None):
+    """``measuring.measure()``, timing each request twice: its wall time, and the CPU time the
+    client's thread spent on it; two dicts of samples in µs, ``(wall, cpu)``."""
+    rng, order = random.Random(seed), list(strategies)
+    wall, cpu = ({strategy.name: [] for strategy in strategies} for _ in range(2))
+    for round_number in range(warmup + repeat):
+        rng.shuffle(order)
+        for strategy in order:
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            with strategy.request() as db:
+                measuring.select_one(db)
+            spent_cpu, spent = time.thread_time() - start_cpu, time.perf_counter() - start
+            if round_number >= warmup:
+                wall[strategy.name].append(spent * 1e6)
+                cpu[strategy.name].append(spent_cpu * 1e6)
+    return wall, cpu
+
+
 def run(repeat=None, rtt_ms=None, seed=None):
     """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
-    round-by-round ratios) with its 95% interval; through a relay ``rtt_ms`` away when it is given."""
+    round-by-round ratios) with its 95% interval; beside them the median CPU time of the client
+    per request (``cpu_us``) and its ratio to the floor's, with its interval (``cpu_ratio``,
+    ``cpu_ratio_low``, ``cpu_ratio_high``); through a relay ``rtt_ms`` away when it is given."""
     repeat = repeat or default_rounds(rtt_ms)
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
     everyone = contenders(relay.port if relay else None)
     try:
         # warm-up, not kept: the first rounds open every contender's connections and fill the server's
         # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
-        samples = measuring.measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
+        wall, cpu = measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
     finally:
         for contender in everyone:
             contender.close()
         if relay:
             relay.close()
-    summary = measuring.summarize(samples, floor=FLOOR).round(
-        {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2})
+    summary = measuring.summarize(wall, floor=FLOOR).round(ROUNDED)
+    on_cpu = measuring.summarize(cpu, floor=FLOOR).round(ROUNDED)
+    summary["cpu_us"] = on_cpu["median_us"]
+    for name in ("ratio", "ratio_low", "ratio_high"):
+        summary[f"cpu_{name}"] = on_cpu[name]
     rows = summary.rename_axis("name").reset_index().to_dict("records")
-    result = {"floor_us": summary.loc[FLOOR, "median_us"], "strategies": rows}
+    result = {"floor_us": summary.loc[FLOOR, "median_us"], "floor_cpu_us": summary.loc[FLOOR, "cpu_us"],
+              "strategies": rows}
     return result if rtt_ms is None else {"rtt_ms": rtt_ms, **result}
 
 
@@ -155,11 +187,16 @@ def run_far(rtts_ms, repeat=None, seed=None):
 
 
 def print_table(result, where):
-    print(f"{where}: floor (a kept connection, {FLOOR}) {result['floor_us']} µs per SELECT 1")
-    print(f"{'':26}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}{'95% interval':>16}")
+    print(f"{where}: floor (a kept connection, {FLOOR}) {result['floor_us']} µs per SELECT 1, "
+          f"{result['floor_cpu_us']} µs of it on the client's CPU")
+    print(f"{'':26}{'wall time':^46}{'client CPU time':^36}")
+    print(f"{'':26}{'median µs':>10}{'p99 µs':>10}{'× floor':>10}{'95% interval':>16}"
+          f"{'median µs':>10}{'× floor':>10}{'95% interval':>16}")
     for row in result["strategies"]:
         interval = f"{row['ratio_low']:.2f}–{row['ratio_high']:.2f}"
-        print(f"{row['name']:26}{row['median_us']:>12}{row['p99_us']:>12}{row['ratio']:>10.2f}{interval:>16}")
+        cpu_interval = f"{row['cpu_ratio_low']:.2f}–{row['cpu_ratio_high']:.2f}"
+        print(f"{row['name']:26}{row['median_us']:>10}{row['p99_us']:>10}{row['ratio']:>10.2f}{interval:>16}"
+              f"{row['cpu_us']:>10}{row['cpu_ratio']:>10.2f}{cpu_interval:>16}")
     print()
 
 

@@ -126,17 +126,21 @@ def test_chaos_json_has_the_documented_shape():
 
 
 REFERENCE_ROWS = ["peewee_pool", "sqlalchemy_pool", "sqlalchemy_pool_no_reset", "sqlalchemy_pre_ping"]
-ROW_KEYS = {"name", "median_us", "p99_us", "ratio", "ratio_low", "ratio_high"}
+ROW_KEYS = {"name", "median_us", "p99_us", "ratio", "ratio_low", "ratio_high",
+            "cpu_us", "cpu_ratio", "cpu_ratio_low", "cpu_ratio_high"}
 
 
 def test_overhead_reports_every_ratio_with_its_interval_from_one_run():
     result = overhead.run(repeat=50)
     assert [row["name"] for row in result["strategies"]] == chaos.NAMES + REFERENCE_ROWS
     floor = next(row for row in result["strategies"] if row["name"] == "naive")
-    assert floor["ratio"] == 1.0 and floor["median_us"] == result["floor_us"]
+    assert floor["ratio"] == floor["cpu_ratio"] == 1.0 and floor["median_us"] == result["floor_us"]
+    assert floor["cpu_us"] == result["floor_cpu_us"]
     for row in result["strategies"]:
         assert row.keys() == ROW_KEYS
         assert 0 < row["ratio_low"] <= row["ratio"] <= row["ratio_high"] and row["p99_us"] >= row["median_us"]
+        assert 0 < row["cpu_ratio_low"] <= row["cpu_ratio"] <= row["cpu_ratio_high"]
+        assert 0 < row["cpu_us"] <= row["median_us"]  # the client's CPU time is part of the wall time
     print(json.dumps(result, indent=1))
 
 
