@@ -3,6 +3,7 @@
     python bench/overhead.py                       # a table, on loopback
     python bench/overhead.py --json                # one JSON object
     python bench/overhead.py --rtt-ms 0,1,5        # through the relay, the server that far away
+    python bench/overhead.py --instructions        # instructions per request, counted by valgrind
 
 Every strategy runs the same request (``SELECT 1``) side by side in one run, in a new random
 order each round, after a warm-up; each is reported as a ratio to the floor with a 95%
@@ -22,13 +23,24 @@ has nothing left to do, so switching it off changes nothing). To compare like wi
 ``sqlalchemy_pool_no_reset`` row takes the driver's connection from the pool (``raw_connection()``)
 with the pool's reset off: the pool alone, with no extra round trip.
 
+``--instructions`` counts instead the instructions the client runs per request, under valgrind's
+callgrind, each contender alone in a process of its own (the difference between a run of 2n
+requests and one of n, so that starting Python and connecting cancel out): a count that a busy machine cannot move, from
+one run to the next, and slow (valgrind runs Python some fifty times slower: about 20 s a
+contender). It counts the client's instructions in user space only, not the kernel's.
+
 With ``--rtt-ms`` every contender, the floor included, connects through the course's relay,
 which delays each packet by half the round trip each way; ``rtt_ms`` 0 is the relay alone.
 Figures vary with the machine: read the ratios, not the microseconds.
 """
 import argparse
+import gc
 import json
+import os
 import random
+import re
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 
@@ -186,6 +198,49 @@ def run_far(rtts_ms, repeat=None, seed=None):
     return {"runs": [run(repeat, rtt_ms, seed) for rtt_ms in rtts_ms]}
 
 
+INSTRUCTION_REQUESTS = 1000
+
+
+def instructions(names=None, requests=INSTRUCTION_REQUESTS):
+    """Instructions per request of each contender (``names``: all by default), counted by
+    callgrind, and its ratio to the floor's: ``{"requests": n, "strategies": [{"name",
+    "instructions", "ratio"}, ...]}``."""
+    if not names:
+        everyone = contenders()
+        names = [contender.name for contender in everyone]
+        for contender in everyone:
+            contender.close()
+    names = [FLOOR] + [name for name in names if name != FLOOR]
+    # the difference between runs of 2n and n requests: what a run costs once (starting, connecting,
+    # the first requests after the warm-up) cancels out
+    counts = {name: (_counted(name, 2 * requests) - _counted(name, requests)) / requests for name in names}
+    return {"requests": requests, "strategies": [
+        {"name": name, "instructions": round(count), "ratio": round(count / counts[FLOOR], 3)}
+        for name, count in counts.items()]}
+
+
+def _counted(name, requests):
+    """Instructions callgrind counted in a process that runs ``requests`` requests of ``name``."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+               "--only", name, "--repeat", str(requests)]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dictionaries, the same work, in every run
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def run_only(name, requests, warmup=50):
+    """``requests`` requests of one contender, after ``warmup`` (under callgrind, for ``instructions()``)."""
+    contender = next(contender for contender in contenders() if contender.name == name)
+    gc.collect()
+    gc.freeze()  # what was made before is left out of later collections: one of them would swamp the count
+    try:
+        for _ in range(warmup + requests):
+            with contender.request() as db:
+                measuring.select_one(db)
+    finally:
+        contender.close()
+
+
 def print_table(result, where):
     print(f"{where}: floor (a kept connection, {FLOOR}) {result['floor_us']} µs per SELECT 1, "
           f"{result['floor_cpu_us']} µs of it on the client's CPU")
@@ -217,7 +272,23 @@ def main(argv=None):
     parser.add_argument("--rtt-ms", type=rtt_list, help="round trips to measure at, through the relay: 0,1,5")
     parser.add_argument("--seed", type=int, help="seed of the shuffled order (default: a new one each run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--instructions", nargs="?", const="", metavar="NAMES",
+                        help="count instructions per request under valgrind instead, of every contender or "
+                             f"of those named (naive,safe_reconnect); --repeat: requests (default {INSTRUCTION_REQUESTS})")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one contender, for --instructions
     args = parser.parse_args(argv)
+    if args.only:
+        return run_only(args.only, args.repeat or 0)
+    if args.instructions is not None:
+        result = instructions([name for name in args.instructions.split(",") if name],
+                              args.repeat or INSTRUCTION_REQUESTS)
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f"instructions per SELECT 1 request, {result['requests']} requests under callgrind, each alone")
+        for row in result["strategies"]:
+            print(f"{row['name']:26}{row['instructions']:>12}{row['ratio']:>10.3f}")
+        return
     if args.rtt_ms is None:
         result = run(args.repeat, seed=args.seed)
         results = [(result, "loopback")]
