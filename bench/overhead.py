@@ -9,11 +9,12 @@ Every strategy runs the same request (``SELECT 1``) side by side in one run, in 
 order each round, after a warm-up; each is reported as a ratio to the floor with a 95%
 confidence interval. Beside the wall time, each request's CPU time in the client's own thread
 (``time.thread_time()``: the client's work, not the server's nor the wait for it) is reported
-the same way: on a busy machine the wall time drifts with where the client's and the server's
-threads land on the cores, while what the client itself does per request changes much less. The
-floor is a connection kept open (the naive strategy, which costs nothing
-extra until it breaks): a strategy that does the floor's work and more cannot truly cost less,
-so a ratio whose interval lies below 1.0 would be an artifact of the method.
+the same way: it leaves out the server's share and the waits, yet on a machine shared with
+others it still moves (their work evicts the client's code and data from the caches, and one
+strategy's more than another's): only ``--instructions`` gives a figure that no other load moves.
+The floor is a connection kept open (the naive strategy, which costs nothing extra until it
+breaks): a strategy that does the floor's work and more cannot truly cost less, so a ratio whose
+interval lies below 1.0 would be an artifact of the method.
 
 Beside the strategies, for reference (not taught as strategies): peewee's connection pool, and
 SQLAlchemy's pooled engine: as shipped, used as apps use it (``engine.connect()``), and with
@@ -59,8 +60,9 @@ FLOOR = "naive"
 # (2 cores): through the relay, two runs of 3,000 rounds differed by up to 6% (per_request at 0 ms),
 # of 10,000 by at most 1.5%; 300 rounds 1 and 5 ms away, by at most 1%. Directly on loopback,
 # where a query takes about 40 µs, two runs still differ by up to 15% (where the client's and the
-# server's threads land on the two cores decides much of it): compare those only within a run, or
-# read the CPU ratios, which depend on the client's own work alone.
+# server's threads land on the two cores decides much of it), and so do the CPU ratios (up to 15% too,
+# the safe reconnect 1.30x in one run and 1.50x in the next): compare those only within a run, and
+# count instructions (--instructions: two runs agree within 0.3%) to compare runs.
 NEAR_ROUNDS, FAR_ROUNDS = 10_000, 300
 ROUNDED = {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2}
 
@@ -273,8 +275,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, help="seed of the shuffled order (default: a new one each run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--instructions", nargs="?", const="", metavar="NAMES",
-                        help="count instructions per request under valgrind instead, of every contender or "
-                             f"of those named (naive,safe_reconnect); --repeat: requests (default {INSTRUCTION_REQUESTS})")
+                        help="count instructions per request under valgrind instead, of every contender or of "
+                             f"those named (naive,safe_reconnect); --repeat: requests ({INSTRUCTION_REQUESTS})")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # one contender, for --instructions
     args = parser.parse_args(argv)
     if args.only:
