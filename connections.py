@@ -8,8 +8,6 @@
 - The server's status flags after each statement (``server_status()``): every answer of the
   server carries them, and libmariadb keeps the last; reading them costs no round trip.
 """
-import ctypes
-import ctypes.util
 import os
 import random
 import select
@@ -20,13 +18,10 @@ from dataclasses import dataclass, field
 import MySQLdb
 from peewee import InterfaceError, MySQLDatabase, OperationalError
 
+import server_flags
 import statements
+from server_flags import AUTOCOMMIT, IN_TRANSACTION, MORE_RESULTS, SESSION_STATE_CHANGED
 
-# The server's status flags (mariadb_com.h).
-IN_TRANSACTION = 1  # a transaction is open
-AUTOCOMMIT = 2  # autocommit is on: with it off, every statement is in a transaction
-MORE_RESULTS = 8  # more results follow (a procedure's, or a multi-statement string's): these flags are not the last
-SESSION_STATE_CHANGED = 16384  # the statement changed the session (with session_track_state_change)
 # Retire a connection after this many seconds, before anything in between forgets it while it is
 # idle: NAT tables and load balancers often do after 4 to 6 minutes, the server after wait_timeout.
 MAX_AGE = 180
@@ -48,62 +43,41 @@ class ConnectionRecord:
     more_results: bool = False  # results of the last statement are still to come: its socket is readable
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
     poller: object = field(default=None, repr=False)  # select.poll() on its socket: see server_hung_up()
+    flags: object = field(default=None, repr=False)  # the server's status flags, where the client keeps them
+
+    def server_status(self, conn):
+        """The status flags of the last answer on ``conn`` (this record's connection)."""
+        if self.flags is None:
+            self.flags = server_flags.field(conn) or False  # False: no place found; asked each time
+        return self.flags.value if self.flags is not False else server_flags.read(conn)
 
     def learn(self, sql, flags, inside_atomic):
         """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
-        self.more_results = bool(flags & MORE_RESULTS)  # then what the rest of it does is not known yet
-        open_before = inside_atomic or self.transaction
-        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT or self.more_results  # autocommit off: always
-        # What may have committed part of the app's transaction: inside atomic(), anything that may
-        # commit; in one begun by hand, what the app did not write as a COMMIT (a CALL, say).
-        own = inside_atomic or not statements.controls_transaction(sql)
-        if open_before and statements.may_end_transaction(sql) and own or inside_atomic and not open_now:
-            self.partly_committed = True
+        self.used = True
+        text = statements.reading(sql)
+        self.more_results = more = bool(flags & MORE_RESULTS)  # then what the rest of it does is unknown yet
+        open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT or more  # with autocommit off, always open
+        if (inside_atomic or self.transaction) and text.may_commit and (inside_atomic or not text.controls):
+            self.partly_committed = True  # it may have committed part of the app's transaction: not a COMMIT of its own
         if not open_now:
-            self.transaction = None
             self.partly_committed = self.partly_committed and inside_atomic  # by hand: ended where the server says
+            if inside_atomic and sql != "BEGIN":
+                self.partly_committed = True  # inside atomic(), yet the server has no transaction: it was committed
+            self.transaction = None
         elif not self.transaction:
             self.transaction = "SET autocommit = 0" if not flags & AUTOCOMMIT else f"'{statements.describe(sql)}'"
-        self.xa = {"start": True, "end": False}.get(statements.xa_change(sql), self.xa)
-        changed = flags & SESSION_STATE_CHANGED and not statements.only_sets_autocommit(sql)
-        held = f"what '{statements.describe(sql)}' left" if changed else statements.state_left(sql)
-        if self.more_results:
-            held = f"what the rest of '{statements.describe(sql)}' may leave"
+        if text.xa is not None:
+            self.xa = text.xa == "start"
+        held = text.state
+        if flags & SESSION_STATE_CHANGED and not text.only_autocommit or more:
+            held = f"what {'the rest of ' if more else ''}'{statements.describe(sql)}' {'may leave' if more else 'left'}"
         if held and held not in self.session:
             self.session += (held,)
-        self.used = True
 
     def learn_from_error(self, sql, inside_atomic):
         """A statement that may commit (DDL) commits before it runs, and fails after: it may have committed."""
         if (inside_atomic or self.transaction) and statements.may_end_transaction(sql):
             self.partly_committed = True
-
-
-def _native_status_reader():
-    """A function from a mysqlclient connection to its server status flags, through libmariadb's
-    ``mariadb_get_infov()`` (mysqlclient hands out its ``MYSQL *``); None where the library is not
-    libmariadb."""
-    path = ctypes.util.find_library("mariadb")
-    if path is None:
-        return None
-    library = ctypes.CDLL(path)
-    if not hasattr(library, "mariadb_get_infov"):
-        return None
-    get_info = library.mariadb_get_infov
-    get_info.argtypes, get_info.restype = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p], ctypes.c_int
-    pointer_of = ctypes.pythonapi.PyCapsule_GetPointer
-    pointer_of.argtypes, pointer_of.restype = [ctypes.py_object, ctypes.c_char_p], ctypes.c_void_p
-    server_status = 30  # MARIADB_CONNECTION_SERVER_STATUS
-
-    def read(conn):
-        flags = ctypes.c_uint()  # a buffer of the call's own: another thread's call runs meanwhile
-        get_info(pointer_of(conn._get_native_connection(), b"_mysql.connection.native_connection"),
-                 server_status, ctypes.byref(flags))
-        return flags.value
-    return read
-
-
-server_status = _native_status_reader()
 
 
 # Connections a forked child inherited from its parent: never closed from the child (see below).
@@ -154,20 +128,27 @@ class CourseMySQLDatabase(MySQLdbDatabase):
         self._records[conn] = record
         return conn
 
+    def _initialize_connection(self, conn):
+        """peewee hands every new connection here, in the thread that will use it: its record goes
+        beside it, in the thread's state."""
+        super()._initialize_connection(conn)
+        self._state.record = self._records[conn]
+
     def record(self):
         """The record of the calling thread's connection, or None when it has none open."""
-        return None if self._state.closed else self._records.get(self._state.conn)
+        state = self._state
+        return None if state.closed else state.record
 
     def too_old(self):
         """True when this thread's connection is past its retirement (``max_age``, less a little jitter)."""
         record = self.record()
         return record is not None and time.monotonic() > record.retire_at
 
-    def server_hung_up(self):
+    def server_hung_up(self, record=None):
         """True when the server has already closed this connection (or sent it a last error): an
         idle connection never has anything to read. A system call, not a round trip; ``poll()``
         takes any descriptor, where ``select()`` fails past 1024."""
-        record = self.record()
+        record = record or self.record()
         if record is None:
             return True
         if record.poller is None:

@@ -9,7 +9,8 @@ import time
 from peewee import OperationalError
 
 import hosts as host_walk
-from connections import CourseMySQLDatabase, close_quietly, server_status
+import server_flags
+from connections import CourseMySQLDatabase, close_quietly
 from errors import CANNOT_CONNECT, READ_ONLY, SERVER_LOST, error_code
 
 
@@ -25,7 +26,7 @@ class ReconnectingMySQLDatabase(CourseMySQLDatabase):
     def _connect(self):
         """A connection to the server in the settings; with ``hosts``, to the first that takes
         writes, else the first that answers (see ``hosts.py``). Each reports its session changes."""
-        if server_status is None:  # see connections.server_status
+        if not server_flags.AVAILABLE:
             raise RuntimeError("the safe reconnect reads the server's status flags through libmariadb (MariaDB "
                                "Connector/C), and this mysqlclient is built against another client library")
         if self.hosts:

@@ -4,9 +4,10 @@
 Before a statement is sent, a connection the server has already closed is found (its socket is
 readable: an idle connection never has anything to read) and counts as "not sent". After each
 statement the server's status flags say whether a transaction is open and whether the session
-changed (``connections.server_status()``); what may run twice, the app declares (``idempotent()``);
+changed (``server_flags.py``); what may run twice, the app declares (``idempotent()``);
 what the text of a statement shows is read, conservatively, in ``statements.py``.
 """
+import select
 import threading
 import time
 from contextlib import contextmanager
@@ -15,11 +16,12 @@ from peewee import OperationalError
 
 import rule
 import statements
-from connections import close_quietly, server_status
+from connections import CourseMySQLDatabase, close_quietly
 from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT, NOT_SENT, READ_ONLY, SERVER_GONE,
                     SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from reconnecting import ReconnectingMySQLDatabase
 
+_execute = CourseMySQLDatabase.execute_sql  # peewee's own
 RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
 WORST_FIRST = ["timed out", "lost", "read-only", "not sent"]  # after a retry, the failure is the worse of the two
 TIMED_OUT_AT = 0.95  # a loss this far into read_timeout is the client giving up, not the server hanging up
@@ -69,16 +71,16 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         return "; ".join(record.session) if record and record.session else None
 
     def execute_sql(self, sql, params=None):
-        return self._run(sql, lambda: super(SafeReconnectMySQLDatabase, self).execute_sql(sql, params))
+        return self._run(sql, params)
 
     def begin(self, *args, **kwargs):
         """peewee's ``BEGIN``: it changes nothing, and may run twice, unless a transaction begun by
         hand is open, which a ``BEGIN`` commits."""
         kind = "may commit" if self.open_transaction() else "idempotent"
-        return self._run("BEGIN", lambda: super(SafeReconnectMySQLDatabase, self).begin(*args, **kwargs), kind)
+        return self._run("BEGIN", send=lambda: super(SafeReconnectMySQLDatabase, self).begin(*args, **kwargs), kind=kind)
 
     def commit(self):
-        result = self._run("COMMIT", super().commit, "may commit")
+        result = self._run("COMMIT", send=super().commit, kind="may commit")
         self._transaction_ended()  # atomic() ends here
         return result
 
@@ -95,28 +97,34 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             return close_quietly(self)
         self._transaction_ended()
 
-    def _run(self, sql, send, kind=None):
-        """Send ``sql`` with ``send()``; after a failure, do what the rule says."""
-        kind = kind or self._kind(sql)
-        self._refuse_if_its_traces_are_gone(sql)
-        failure, retried, began = None, "no", time.monotonic()
-        pauses = None  # made at the first failure; their deadline counts from the statement's start
+    def _run(self, sql, params=None, send=None, kind=None):
+        """Send ``sql`` (with ``send()``, else as a statement with ``params``); after a failure, do
+        what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
+        record, failure, retried, pauses = self.record(), None, "no", None
+        if record is not None and record.lost_traces:
+            self._refuse_if_its_traces_are_gone(sql)
         while True:
             started = time.monotonic()
             try:
-                self._before_sending()
-                result = send()
+                if record is not None:  # else peewee connects as the statement is sent
+                    if record.dead or not record.more_results and record.poller.poll(0):  # results to come: readable
+                        raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
+                    if started > record.retire_at:
+                        self._retire_if_unneeded(record)
+                result = _execute(self, sql, params) if send is None else send()
             except Exception as error:
                 how = self._failure(error, started)
                 if how is None:
                     raise self._not_the_rules(sql, error)
                 failure = self._worse(failure, how)
-                situation = rule.Situation(failure, self._transaction(), kind, self._session(sql), retried)
-                pauses = pauses or self._pauses(since=began)
+                situation = rule.Situation(failure, self._transaction(), kind or self._kind(sql), self._session(sql),
+                                           retried)
+                pauses = pauses or self._pauses(since=started)  # the first failure's: the statement's start
                 self._after_failure(situation, error, pauses)
-                retried = "yes"
+                record, retried = self.record(), "yes"
                 continue
-            self._note(sql, kind)
+            record = record or self.record()
+            record.learn(sql, record.server_status(self._state.conn), self.in_transaction())
             return result
 
     def _kind(self, sql):
@@ -127,21 +135,21 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         return "idempotent" if getattr(self._declared, "depth", 0) else "write"
 
     def _refuse_if_its_traces_are_gone(self, sql):
-        record = self.record()
-        if record is not None and record.lost_traces and statements.reads_the_session(sql):
+        if statements.reads_the_session(sql):
             raise SessionLost(SERVER_GONE, "this request's earlier statements ran on a connection that was lost, and "
                                            "what they left in the session (LAST_INSERT_ID(), ROW_COUNT(), warnings) "
                                            "went with it: not run, since it may read that")
 
-    def _before_sending(self):
-        record = self.record()
-        if record is None:
-            return  # peewee connects as the statement is sent
-        if record.dead or (not record.more_results and self.server_hung_up()):  # results to come: readable
-            raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
-        if time.monotonic() > record.retire_at and not (self.in_transaction() or record.transaction or
-                                                        record.session or record.used):
-            close_quietly(self)  # retired at a request's first statement, outside a transaction, with no state
+    def _retire_if_unneeded(self, record):
+        """Past its max_age: retired at a request's first statement, outside a transaction, with no
+        state; peewee connects anew as the statement is sent."""
+        if not (self.in_transaction() or record.transaction or record.session or record.used):
+            close_quietly(self)
+
+    def _initialize_connection(self, conn):
+        super()._initialize_connection(conn)
+        self.record().poller = poller = select.poll()  # whether the server has hung up: see server_hung_up()
+        poller.register(conn.fileno(), select.POLLIN)
 
     def _failure(self, error, started):
         """How a statement failed, as the rule's ``failure``; None for an error the rule is not for."""
@@ -210,10 +218,6 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             return f"; the session held {'; '.join(record.session)}"
         return ("; this statement may read what the request's earlier statements left in the session "
                 "(LAST_INSERT_ID(), ROW_COUNT(), warnings)")
-
-    def _note(self, sql, kind):
-        """Remember what the server reports after a statement that succeeded."""
-        self.record().learn(sql, server_status(self._state.conn), inside_atomic=self.in_transaction())
 
     def _transaction_ended(self):
         record = self.record()

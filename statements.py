@@ -11,6 +11,7 @@ Each reading depends on the text alone, so it is done once per distinct statemen
 """
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 # Built-in functions that change nothing and read nothing of the session: a statement calling any
 # other name (a stored function, LAST_INSERT_ID(), GET_LOCK(), NEXTVAL()) is not "plain".
@@ -198,6 +199,22 @@ def only_sets_autocommit(sql):
     """True for ``SET autocommit = 0|1`` alone: the server reports that change as session state,
     yet autocommit is followed on its own (from the server's flags), and 1 is every session's start."""
     return re.fullmatch(r"\s*SET\s+(SESSION\s+|@@SESSION\.|@@)?AUTOCOMMIT\s*=\s*(0|1|ON|OFF)\s*;?\s*", _bare(sql)) is not None
+
+
+class Reading(NamedTuple):
+    """What the text of a statement shows, for the record of a connection it succeeded on."""
+    may_commit: bool
+    controls: bool  # BEGIN, START TRANSACTION, COMMIT, ROLLBACK
+    xa: str  # "start", "end" or None
+    state: str  # what it may leave in the session that the server does not report, or None
+    only_autocommit: bool
+
+
+@_remembered
+def reading(sql):
+    """Every reading a successful statement needs, at once (one look-up of what is remembered)."""
+    return Reading(may_end_transaction(sql), controls_transaction(sql), xa_change(sql), state_left(sql),
+                   only_sets_autocommit(sql))
 
 
 def describe(sql, width=60):
