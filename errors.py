@@ -11,6 +11,8 @@ DISCONNECTED = {CONNECTION_KILLED, SERVER_GONE, SERVER_LOST, IDLE_TIMEOUT}
 NOT_SENT = {SERVER_GONE, IDLE_TIMEOUT}
 CANNOT_CONNECT = {2002, 2003}  # nothing listens: the server is down or restarting
 READ_ONLY = 1290  # the server runs with --read-only (a replica, or a primary not yet promoted): nothing ran
+NOT_READY = 1047  # a Galera node outside the primary component ("WSREP has not yet prepared node"): nothing ran
+REFUSED = {READ_ONLY, NOT_READY}  # the server would not run the statement: run it where it is taken
 # A transaction that failed with these applied nothing, and may be run again from its start.
 DEADLOCK = 1213  # the server rolled the whole transaction back
 LOCK_WAIT_TIMEOUT = 1205  # the statement failed; the transaction is rolled back by whoever retries it

@@ -5,12 +5,20 @@ to a replica, for a while after a failover; a client that knows every server can
 """
 import MySQLdb
 
+from errors import NOT_READY
 
-def read_only(conn):
-    """True when the server of a driver connection refuses writes (``@@read_only``)."""
+
+def takes_writes(conn):
+    """True when the server of a driver connection takes writes: ``@@read_only`` is off, and it
+    answers at all (a Galera node outside the primary component refuses every statement: 1047)."""
     cursor = conn.cursor()
-    cursor.execute("SELECT @@read_only")
-    return bool(cursor.fetchone()[0])
+    try:
+        cursor.execute("SELECT @@read_only")
+    except MySQLdb.OperationalError as error:
+        if error.args[0] == NOT_READY:
+            return False
+        raise
+    return not cursor.fetchone()[0]
 
 
 def connect_to_writable(hosts, connect):
@@ -24,7 +32,7 @@ def connect_to_writable(hosts, connect):
         except MySQLdb.OperationalError as error:
             failure = error
             continue
-        if not read_only(conn):
+        if takes_writes(conn):
             if fallback is not None:
                 fallback.close()
             return conn

@@ -74,16 +74,16 @@ class ReconnectingMySQLDatabase(CourseMySQLDatabase):
                 time.sleep(pause)
 
     def wait_for_a_writable_server(self, pauses=None):
-        """Reconnect until the server takes writes (``@@read_only`` off), within the same
-        ``reconnect_timeout``: through a proxy that still sends connections to a replica, or while
-        the replica is being promoted."""
+        """Reconnect until the server takes writes (``@@read_only`` off, and not a Galera node
+        outside the cluster: 1047), within the same ``reconnect_timeout``: through a proxy that
+        still sends connections to a replica or a cut-off node, or while a replica is promoted."""
         pauses = self._pauses() if pauses is None else pauses
         while True:
             self.reconnect(pauses)
-            if not host_walk.read_only(self._state.conn):
+            if host_walk.takes_writes(self._state.conn):
                 return
             pause = next(pauses, None)
             if pause is None:
                 raise OperationalError(READ_ONLY, f"no server took writes within {self.reconnect_timeout} s: "
-                                                  "every one answered read-only")
+                                                  "every one answered read-only, or not ready")
             time.sleep(pause)

@@ -1,7 +1,7 @@
 """The safe reconnect's rule: after a statement failed, what may happen next. One table, read top down.
 
 Every way a statement can fail that the safe reconnect handles (``BEGIN``, ``COMMIT`` and the
-read-only path included) is described by a ``Situation`` of five facts, and the first row of
+refusals included) is described by a ``Situation`` of five facts, and the first row of
 ``RULE`` that matches it gives the verdict. (A ``ROLLBACK`` needs none: on a dead connection the
 server has rolled back, which is what was asked. ``run_transaction()`` acts on the verdicts: it
 runs a ``TransactionLost`` transaction again, and an ``OutcomeUnknown`` one only when declared
@@ -10,8 +10,8 @@ idempotent.) Each fact comes from where it is true:
 - ``failure``: how it failed. ``not sent`` the client knows (it found the server had hung up
   before sending, or could not send: 2006, 4031); ``lost`` means the answer never came (2013,
   1927): the server may have run it; ``timed out`` is the client's own ``read_timeout`` running
-  out: the server may be running it still; ``read-only`` the server refused it (1290): it did not
-  run. After a retry, the worst of both tries.
+  out: the server may be running it still; ``refused`` the server would not run it (1290: it is
+  read-only; 1047: a Galera node outside the cluster's primary component): it did not run. After a retry, the worst of both tries.
 - ``transaction``: from the server's status flags after every statement (and peewee's
   ``atomic()``): ``none``, ``open`` (the server rolls it back when the connection dies), or
   ``partly committed`` (a statement inside it that may commit ran: DDL, ``COMMIT AND CHAIN``, a
@@ -24,18 +24,18 @@ idempotent.) Each fact comes from where it is true:
   server reported, a lock; or what earlier statements of the request left, for a statement
   that may read it), else ``not needed``.
 - ``retried``: whether this statement has been run again once already: at most once, but for a
-  refusal by a read-only server, run again while ``reconnect_timeout`` lasts.
+  refusal, run again while ``reconnect_timeout`` lasts.
 """
 from dataclasses import dataclass, fields
 
 RETRY = "run it again"
-RETRY_WHEN_WRITABLE = "run it again where writes are taken"
+RETRY_WHEN_WRITABLE = "run it again where it is taken"
 TRANSACTION_LOST = "TransactionLost"
 OUTCOME_UNKNOWN = "OutcomeUnknown"
 SESSION_LOST = "SessionLost"
 RAISE = "raise"
 
-FAILURES = ("not sent", "lost", "timed out", "read-only")
+FAILURES = ("not sent", "lost", "timed out", "refused")
 TRANSACTIONS = ("none", "open", "partly committed")
 STATEMENTS = ("read", "idempotent", "write", "may commit")
 SESSIONS = ("not needed", "needed")
@@ -57,7 +57,7 @@ RULE = [
     ("*", "partly committed", "*", "*", "*", OUTCOME_UNKNOWN,
      "part of the transaction may be kept: a statement inside it committed what came before, or it is an XA "
      "transaction, which outlives its connection once prepared"),
-    ("read-only", "open", "*", "*", "*", TRANSACTION_LOST,
+    ("refused", "open", "*", "*", "*", TRANSACTION_LOST,
      "the server refused it and rolls the transaction back: nothing of it was applied"),
     ("not sent", "open", "*", "*", "*", TRANSACTION_LOST,
      "it was never sent, and the server rolled the transaction back: nothing of it was applied"),
@@ -75,7 +75,7 @@ RULE = [
      "a new connection would not have what the session held, so it was not run there"),
     ("lost", "none", "idempotent", "*", "yes", OUTCOME_UNKNOWN,
      "lost twice: it may or may not have been applied"),
-    ("read-only", "none", "*", "*", "*", RETRY_WHEN_WRITABLE,
+    ("refused", "none", "*", "*", "*", RETRY_WHEN_WRITABLE,
      "the server refused it: nothing ran (waiting for one that takes writes: within reconnect_timeout)"),
     ("*", "none", "*", "*", "yes", RAISE, "it failed again when run a second time"),
     ("*", "none", "*", "*", "no", RETRY, "nothing ran, or running it twice is running it once"),

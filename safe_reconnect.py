@@ -17,13 +17,13 @@ from peewee import OperationalError
 import rule
 import statements
 from connections import CourseMySQLDatabase, close_quietly
-from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT, NOT_SENT, READ_ONLY, SERVER_GONE,
+from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT, NOT_SENT, REFUSED, SERVER_GONE,
                     SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from reconnecting import ReconnectingMySQLDatabase
 
 _execute = CourseMySQLDatabase.execute_sql  # peewee's own
 RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
-WORST_FIRST = ["timed out", "lost", "read-only", "not sent"]  # after a retry, the failure is the worse of the two
+WORST_FIRST = ["timed out", "lost", "refused", "not sent"]  # after a retry, the failure is the worse of the two
 TIMED_OUT_AT = 0.95  # a loss this far into read_timeout is the client giving up, not the server hanging up
 
 
@@ -158,8 +158,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             return "not sent"
         if code == IDLE_TIMEOUT and "disconnect" in str(error).lower():  # MySQL 8's; MariaDB's 4031 is another error
             return "not sent"
-        if code == READ_ONLY:
-            return "read-only"
+        if code in REFUSED:
+            return "refused"
         if code in (SERVER_LOST, CONNECTION_KILLED):
             timeout = self.connect_params.get("read_timeout")
             return "timed out" if timeout and time.monotonic() - started >= TIMED_OUT_AT * timeout else "lost"

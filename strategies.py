@@ -20,7 +20,7 @@ from playhouse.shortcuts import ReconnectMixin
 
 import config
 from connections import MAX_AGE, CourseMySQLDatabase, close_quietly
-from errors import (DEADLOCK, DISCONNECTED, LOCK_WAIT_TIMEOUT, NOT_SENT, READ_ONLY, SERVER_GONE, SERVER_LOST,
+from errors import (DEADLOCK, DISCONNECTED, LOCK_WAIT_TIMEOUT, NOT_SENT, READ_ONLY, REFUSED, SERVER_GONE, SERVER_LOST,
                     OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from safe_reconnect import SafeReconnectMySQLDatabase
 
@@ -247,8 +247,8 @@ STRATEGIES = {cls.name: cls for cls in (Naive, PerRequest, Ping, IdlePing, Peewe
 
 def run_transaction(db, work, attempts=3, idempotent=False):
     """Run ``work(db)`` in one transaction and return what it returns; run all of it again when it
-    failed in a way that applied nothing: a connection lost before ``COMMIT``, or a server found
-    read-only (``TransactionLost``: then once a server takes writes), a deadlock (1213) or a lock
+    failed in a way that applied nothing: a connection lost before ``COMMIT``, or a server that
+    refused it (``TransactionLost``: read-only, or a Galera node not ready; then once one takes writes), a deadlock (1213) or a lock
     wait timeout (1205). At most ``attempts`` times, with a short pause.
 
     A lost answer to ``COMMIT`` (``OutcomeUnknown``) is run again only when the transaction is
@@ -264,7 +264,7 @@ def run_transaction(db, work, attempts=3, idempotent=False):
         except TransactionLost as error:
             if attempt == attempts:
                 raise
-            if error_code(error) == READ_ONLY:
+            if error_code(error) in REFUSED:
                 db.wait_for_a_writable_server()  # a failover under way: run it again where writes are taken
         except (OperationalError, InternalError) as error:
             if error_code(error) not in (DEADLOCK, LOCK_WAIT_TIMEOUT) or attempt == attempts:

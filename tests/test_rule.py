@@ -30,7 +30,7 @@ def situations(**facts):
      {rule.SESSION_LOST, rule.OUTCOME_UNKNOWN, rule.RAISE}),
     ("what the client gave up on is never run a second time", situations(failure="timed out"),
      {rule.RAISE, rule.OUTCOME_UNKNOWN, rule.TRANSACTION_LOST}),
-    ("at most one retry, but for a refusal by a read-only server", situations(retried="yes", failure="not sent|lost"),
+    ("at most one retry, but for a refusal", situations(retried="yes", failure="not sent|lost"),
      {rule.RAISE, rule.OUTCOME_UNKNOWN, rule.TRANSACTION_LOST, rule.SESSION_LOST}),
 ])
 def test_the_rule_keeps_its_promises(promise, cases, allowed):
@@ -43,7 +43,7 @@ def test_what_nothing_ran_of_is_run_again():
     assert rule.verdict(rule.Situation("not sent", "none", "write", "not needed")) == rule.RETRY
     assert rule.verdict(rule.Situation("lost", "none", "read", "not needed")) == rule.RETRY
     assert rule.verdict(rule.Situation("lost", "none", "idempotent", "not needed")) == rule.RETRY
-    assert rule.verdict(rule.Situation("read-only", "none", "write", "not needed", "yes")) == rule.RETRY_WHEN_WRITABLE
+    assert rule.verdict(rule.Situation("refused", "none", "write", "not needed", "yes")) == rule.RETRY_WHEN_WRITABLE
 
 
 def test_the_rule_is_a_table_a_reader_can_see():
