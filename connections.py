@@ -55,6 +55,10 @@ class ConnectionRecord:
         """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
         self.used = True
         text = statements.reading(sql)
+        if flags == AUTOCOMMIT and not (inside_atomic or self.transaction or self.more_results or text.xa):
+            if text.state and text.state not in self.session:  # the usual case: no transaction, before or after
+                self.session += (text.state,)
+            return
         self.more_results = more = bool(flags & MORE_RESULTS)  # then what the rest of it does is unknown yet
         open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT or more  # with autocommit off, always open
         if (inside_atomic or self.transaction) and text.may_commit and (inside_atomic or not text.controls):

@@ -100,7 +100,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     def _run(self, sql, params=None, send=None, kind=None):
         """Send ``sql`` (with ``send()``, else as a statement with ``params``); after a failure, do
         what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
-        record, failure, retried, pauses = self.record(), None, "no", None
+        state = self._state  # peewee's, of this thread
+        record, failure, retried, pauses = None if state.closed else state.record, None, "no", None
         if record is not None and record.lost_traces:
             self._refuse_if_its_traces_are_gone(sql)
         while True:
@@ -124,7 +125,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 record, retried = self.record(), "yes"
                 continue
             record = record or self.record()
-            record.learn(sql, record.server_status(self._state.conn), self.in_transaction())
+            flags = record.flags.value if record.flags else record.server_status(state.conn)
+            record.learn(sql, flags, bool(state.transactions))  # inside peewee's atomic() or not
             return result
 
     def _kind(self, sql):
