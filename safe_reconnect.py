@@ -70,9 +70,6 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         record = self.record()
         return "; ".join(record.session) if record and record.session else None
 
-    def execute_sql(self, sql, params=None):
-        return self._run(sql, params)
-
     def begin(self, *args, **kwargs):
         """peewee's ``BEGIN``: it changes nothing, and may run twice, unless a transaction begun by
         hand is open, which a ``BEGIN`` commits."""
@@ -128,6 +125,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             flags = record.flags.value if record.flags else record.server_status(state.conn)
             record.learn(sql, flags, bool(state.transactions))  # inside peewee's atomic() or not
             return result
+
+    execute_sql = _run  # every statement; begin() and commit() call _run too
 
     def _kind(self, sql):
         if statements.is_read(sql):

@@ -222,8 +222,9 @@ class SafeReconnect(Strategy):
     name = "safe_reconnect"
     database_class = SafeReconnectMySQLDatabase
 
-    def on_request_start(self):
-        self.db.new_request()
+    def __init__(self, db=None):
+        super().__init__(db)
+        self.on_request_start = self.db.new_request  # all a request's start needs (one call, not two)
 
     def longest_wait(self):
         """The longest a request can wait on connections on top of its own statements' time: a
