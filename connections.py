@@ -5,7 +5,7 @@
 - A ``ConnectionRecord`` per connection: what the strategies remember of it (when it was opened
   and when it retires, when last used, the transaction and session state the server reported),
   in one small typed record instead of attributes hung on the driver's object.
-- The server's status flags after each statement (``server_status()``): every answer of the
+- The server's status flags after each statement (``server_flags.py``): every answer of the
   server carries them, and libmariadb keeps the last; reading them costs no round trip.
 """
 import os
@@ -132,16 +132,16 @@ class CourseMySQLDatabase(MySQLdbDatabase):
         self._records[conn] = record
         return conn
 
-    def _initialize_connection(self, conn):
-        """peewee hands every new connection here, in the thread that will use it: its record goes
-        beside it, in the thread's state."""
-        super()._initialize_connection(conn)
-        self._state.record = self._records[conn]
-
     def record(self):
-        """The record of the calling thread's connection, or None when it has none open."""
+        """The record of the calling thread's connection, or None when it has none open. (The last
+        one found is kept in the thread's state beside its connection: a look-up saved per statement.)"""
         state = self._state
-        return None if state.closed else state.record
+        if state.closed:
+            return None
+        found = getattr(state, "found", None)
+        if found is None or found[0] is not state.conn:
+            found = state.found = (state.conn, self._records.get(state.conn))
+        return found[1]
 
     def too_old(self):
         """True when this thread's connection is past its retirement (``max_age``, less a little jitter)."""

@@ -4,6 +4,7 @@ writes, for at most ``reconnect_timeout`` seconds in all; with ``hosts``, walk t
 The safe reconnect (``safe_reconnect.py``) reconnects only where its rule says so; how it waits
 for a server that is restarting, or for a failover, is here.
 """
+import select
 import time
 
 from peewee import OperationalError
@@ -34,6 +35,8 @@ class ReconnectingMySQLDatabase(CourseMySQLDatabase):
         else:
             conn = super()._connect()
         conn.query("SET SESSION session_track_state_change = ON")  # the server flags every session change
+        self._records[conn].poller = poller = select.poll()  # has the server hung up? see server_hung_up()
+        poller.register(conn.fileno(), select.POLLIN)
         return conn
 
     def _connect_to(self, host, port):

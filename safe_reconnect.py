@@ -7,7 +7,6 @@ statement the server's status flags say whether a transaction is open and whethe
 changed (``server_flags.py``); what may run twice, the app declares (``idempotent()``);
 what the text of a statement shows is read, conservatively, in ``statements.py``.
 """
-import select
 import threading
 import time
 from contextlib import contextmanager
@@ -98,7 +97,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         """Send ``sql`` (with ``send()``, else as a statement with ``params``); after a failure, do
         what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
         state = self._state  # peewee's, of this thread
-        record, failure, retried, pauses = None if state.closed else state.record, None, "no", None
+        record, failure, retried, pauses = self.record(), None, "no", None
         if record is not None and record.lost_traces:
             self._refuse_if_its_traces_are_gone(sql)
         while True:
@@ -146,11 +145,6 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         state; peewee connects anew as the statement is sent."""
         if not (self.in_transaction() or record.transaction or record.session or record.used):
             close_quietly(self)
-
-    def _initialize_connection(self, conn):
-        super()._initialize_connection(conn)
-        self.record().poller = poller = select.poll()  # whether the server has hung up: see server_hung_up()
-        poller.register(conn.fileno(), select.POLLIN)
 
     def _failure(self, error, started):
         """How a statement failed, as the rule's ``failure``; None for an error the rule is not for."""

@@ -196,3 +196,20 @@ def test_the_course_uses_mysqlclient_even_with_pymysql_installed(server_up, tmp_
     assert pymysql
     result = subprocess.run([sys.executable, "-c", PYMYSQL_BESIDE], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.strip() == "mysqlclient", result.stderr[-2000:]
+
+
+class SettingsDatabase(S.SafeReconnectMySQLDatabase):
+    """peewee's documented hook for every new connection's settings, overridden as its docs show
+    (without calling the parent's): the safe reconnect must not depend on it."""
+
+    def _initialize_connection(self, conn):
+        conn.cursor().execute("SET time_zone = '+05:00'")
+
+
+def test_an_apps_own_connection_hook_needs_no_call_to_the_parents(server_up):
+    db = S.database(SettingsDatabase)
+    assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"
+    assert db.session_state() is None  # given to every connection: nothing a new one would lack
+    kill_between(db)
+    assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # found dead before sending, replaced
+    db.close_all()
