@@ -39,7 +39,8 @@ class ConnectionRecord:
     xa: bool = False  # an XA transaction: once prepared, it outlives the connection
     session: tuple = ()  # each thing the session holds that a new connection would not
     used: bool = False  # this request has run a statement here, or on a connection this one replaced
-    lost_traces: bool = False  # ... on one it replaced: what those statements left (LAST_INSERT_ID()) is gone
+    inserted: bool = False  # ... an INSERT among them: the session's LAST_INSERT_ID() may be set
+    lost_insert_id: bool = False  # that INSERT ran on a connection this one replaced: its id went with it
     more_results: bool = False  # results of the last statement are still to come: its socket is readable
     dead: bool = False  # it died inside atomic(): kept only for peewee to unwind its transaction
     poller: object = field(default=None, repr=False)  # select.poll() on its socket: see server_hung_up()
@@ -55,6 +56,8 @@ class ConnectionRecord:
         """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
         self.used = True
         text = statements.reading(sql)
+        if text.inserts:
+            self.inserted, self.lost_insert_id = True, False  # LAST_INSERT_ID() is now this connection's
         if flags == AUTOCOMMIT and not (inside_atomic or self.transaction or self.more_results or text.xa):
             if text.state and text.state not in self.session:  # the usual case: no transaction, before or after
                 self.session += (text.state,)

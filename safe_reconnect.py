@@ -57,7 +57,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         """A request starts: what earlier requests' statements left (``LAST_INSERT_ID()``) is not its own."""
         record = self.record()
         if record is not None:
-            record.used = record.lost_traces = False
+            record.used = record.inserted = record.lost_insert_id = False
 
     def open_transaction(self):
         """What keeps a transaction open on this thread's connection, by the server's word, or None."""
@@ -98,8 +98,9 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
         state = self._state  # peewee's, of this thread
         record, failure, retried, pauses = self.record(), None, "no", None
-        if record is not None and record.lost_traces:
-            self._refuse_if_its_traces_are_gone(sql)
+        if record is not None and record.lost_insert_id and statements.may_read_insert_id(sql):
+            raise SessionLost(SERVER_GONE, "this request's INSERT ran on a connection that was lost since, and its "
+                                           "LAST_INSERT_ID() went with it: not run, since it may read that")
         while True:
             started = time.monotonic()
             try:
@@ -133,12 +134,6 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         if statements.may_end_transaction(sql):
             return "may commit"
         return "idempotent" if getattr(self._declared, "depth", 0) else "write"
-
-    def _refuse_if_its_traces_are_gone(self, sql):
-        if statements.reads_the_session(sql):
-            raise SessionLost(SERVER_GONE, "this request's earlier statements ran on a connection that was lost, and "
-                                           "what they left in the session (LAST_INSERT_ID(), ROW_COUNT(), warnings) "
-                                           "went with it: not run, since it may read that")
 
     def _retire_if_unneeded(self, record):
         """Past its max_age: retired at a request's first statement, outside a transaction, with no
@@ -198,9 +193,10 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         else:
             close_quietly(self)
         if verdict in (rule.RETRY, rule.RETRY_WHEN_WRITABLE):
-            used = record is not None and record.used
+            used, inserted = (record.used, record.inserted) if record is not None else (False, False)
             self.reconnect(pauses) if verdict == rule.RETRY else self.wait_for_a_writable_server(pauses)
-            self.record().used = self.record().lost_traces = used  # what this request left is gone
+            new = self.record()  # what this request left on the old connection is gone:
+            new.used, new.lost_insert_id = used, inserted  # no statement may read it here
         else:
             why = rule.row_for(situation)[6]
             held = self._what_the_session_held(record) if verdict == rule.SESSION_LOST else ""

@@ -62,6 +62,8 @@ _CALL = re.compile(r"([\w$]+(?:\s*\.\s*[\w$]+)*)\s*\(")
 _MODE_DEPENDENT = re.compile(r'"(?:[^"\\]|\\.|"")*"\s*\(|\\')
 
 _USER_VARIABLE = re.compile(r"(?<!@)@(?!@)")  # @cart, not @@time_zone
+# System variables that are what the session's earlier statements left: @@identity, @@warning_count ...
+_SESSION_TRACES = re.compile(r"@@(SESSION\.)?(IDENTITY|LAST_INSERT_ID|INSERT_ID|WARNING_COUNT|ERROR_COUNT)\b")
 _SEQUENCE = re.compile(r"\b(NEXT|PREVIOUS)\s+VALUE\s+FOR\b")  # advances a sequence, or reads the session's last value
 
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+(WORK\s+)?TO\s+(SAVEPOINT\s+)?)\s*(NAME|[A-Z0-9_$]+)\s*;?\s*")
@@ -105,7 +107,8 @@ def is_plain(sql):
     first = _words(sql, 1)
     if not first or first[0] not in PLAIN_STATEMENTS:
         return False
-    if ";" in bare.rstrip().rstrip(";") or _USER_VARIABLE.search(bare) or _SEQUENCE.search(bare):
+    if ";" in bare.rstrip().rstrip(";") or _USER_VARIABLE.search(bare) or _SEQUENCE.search(bare) \
+            or _SESSION_TRACES.search(bare):
         return False  # a second statement, or a user variable read or assigned
     return _called(sql) <= PURE_FUNCTIONS  # else a stored function, or a built-in not known to be harmless
 
@@ -140,9 +143,44 @@ def reads_the_session(sql):
     """False for a plain statement: it reads nothing the earlier statements of a session left
     there. Anything else may (``LAST_INSERT_ID()``, ``ROW_COUNT()``, ``FOUND_ROWS()``, ``SHOW
     WARNINGS``, a user variable, a procedure), and so may not run on a new connection in their
-    place. ``BEGIN``, ``COMMIT``, ``ROLLBACK`` and savepoints read nothing either. Limit: a trigger
-    or a view that itself reads ``LAST_INSERT_ID()`` is not seen."""
-    return not (is_plain(sql) or _SAVEPOINT.fullmatch(_bare(sql)) or _TRANSACTION_CONTROL.fullmatch(_bare(sql)))
+    place. ``BEGIN``, ``COMMIT``, ``ROLLBACK``, savepoints and DDL that selects nothing read
+    nothing either. Limit: a trigger or a view that itself reads ``LAST_INSERT_ID()`` is not seen."""
+    bare = _bare(sql)
+    if is_plain(sql) or _SAVEPOINT.fullmatch(bare) or _TRANSACTION_CONTROL.fullmatch(bare):
+        return False
+    return not (_is_ddl(sql) and not _TABLE_FROM_SELECT.search(bare) and not _USER_VARIABLE.search(bare)
+                and not _CODE_IN_COMMENTS.search(sql if isinstance(sql, str) else sql.decode(errors="replace")))
+
+
+def _is_ddl(sql):
+    return _words(sql, 1) in (["CREATE"], ["ALTER"], ["DROP"], ["RENAME"], ["TRUNCATE"])
+
+
+@_remembered
+def may_read_insert_id(sql):
+    """False for a statement that certainly does not read ``LAST_INSERT_ID()`` (which the session
+    keeps from statement to statement, unlike ``ROW_COUNT()`` or warnings): True when it names it
+    (or ``@@identity``), or may run code its text does not show."""
+    return bool(re.search(r"\bLAST_INSERT_ID\b|@@(SESSION\.)?(IDENTITY|LAST_INSERT_ID|INSERT_ID)\b", _bare(sql))
+                or runs_hidden_code(sql))
+
+
+@_remembered
+def runs_hidden_code(sql):
+    """True when ``sql`` may run code its text does not show: a procedure, a function the course
+    does not know (a stored one), an executable comment, a call the sql_mode may hide."""
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
+    if _CODE_IN_COMMENTS.search(text) or _MODE_DEPENDENT.search(text) or _words(sql, 1) == ["CALL"]:
+        return True
+    if _is_ddl(sql) and not _TABLE_FROM_SELECT.search(_bare(sql)):
+        return False  # DDL runs no function (a stored one is not allowed in a DEFAULT; a view's is run when read)
+    return bool(_called(sql) - PURE_FUNCTIONS - SESSION_READERS - LEAVE_NOTHING)
+
+
+@_remembered
+def inserts(sql):
+    """True for an ``INSERT`` or ``REPLACE``: it may set the session's ``LAST_INSERT_ID()``."""
+    return _words(sql, 1) in (["INSERT"], ["REPLACE"])
 
 
 TABLE_LOCKS = "table locks (LOCK TABLES)"
@@ -172,7 +210,7 @@ def state_left(sql):
         return "a LAST_INSERT_ID() value"
     if words[:1] == ["CALL"]:
         return "what a procedure may leave (a lock, a user variable)"
-    if words[:1] in (["CREATE"], ["ALTER"], ["DROP"], ["RENAME"], ["TRUNCATE"]) and not _TABLE_FROM_SELECT.search(bare):
+    if _is_ddl(sql) and not _TABLE_FROM_SELECT.search(bare):
         return None  # DDL runs no function (a stored one is not allowed in a DEFAULT; a view's is run when read)
     if _called(sql) - PURE_FUNCTIONS - SESSION_READERS - LEAVE_NOTHING:
         return "what a function the course does not know may leave (a lock, a user variable)"
@@ -208,13 +246,14 @@ class Reading(NamedTuple):
     xa: str  # "start", "end" or None
     state: str  # what it may leave in the session that the server does not report, or None
     only_autocommit: bool
+    inserts: bool
 
 
 @_remembered
 def reading(sql):
     """Every reading a successful statement needs, at once (one look-up of what is remembered)."""
     return Reading(may_end_transaction(sql), controls_transaction(sql), xa_change(sql), state_left(sql),
-                   only_sets_autocommit(sql))
+                   only_sets_autocommit(sql), inserts(sql))
 
 
 def describe(sql, width=60):

@@ -213,3 +213,16 @@ def test_an_apps_own_connection_hook_needs_no_call_to_the_parents(server_up):
     kill_between(db)
     assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # found dead before sending, replaced
     db.close_all()
+
+
+def test_after_a_reconnect_only_what_may_read_the_lost_insert_id_is_refused(rows, safe):
+    safe.execute_sql(INSERT, (7,))
+    kill_between(safe)
+    safe.execute_sql("SELECT 1")  # found dead before sending: run on a new connection
+    safe.execute_sql("CREATE TABLE IF NOT EXISTS test_promise_side (a INT)")  # reads nothing of the session
+    safe.execute_sql("DROP TABLE test_promise_side")
+    for reader in ("SELECT @@identity", "SELECT LAST_INSERT_ID()"):
+        with pytest.raises(S.SessionLost, match="LAST_INSERT_ID"):
+            safe.execute_sql(reader)  # the new session would answer 0
+    safe.execute_sql(INSERT, (7,))  # a new id, this connection's own
+    assert safe.execute_sql("SELECT LAST_INSERT_ID()").fetchone()[0] > 0

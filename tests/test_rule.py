@@ -107,3 +107,17 @@ def test_what_reads_the_session(sql, reads):
 def test_only_a_bare_autocommit_is_not_session_state():
     assert T.only_sets_autocommit("SET autocommit = 0") and T.only_sets_autocommit("set @@session.autocommit=1")
     assert not T.only_sets_autocommit("SET autocommit = 1, @cart = 3")
+
+
+@pytest.mark.parametrize("sql,reads", [
+    ("SELECT LAST_INSERT_ID()", True), ("SELECT @@identity", True), ("select @@session.last_insert_id", True),
+    ("CALL p()", True), ("SELECT f(1)", True), ("SELECT 1 /*!, f() */", True), ("CREATE TABLE t AS SELECT f(1)", True),
+    ("SELECT ROW_COUNT()", False), ("SHOW WARNINGS", False), ("CREATE TABLE t (a INT)", False), ("SELECT 1", False),
+])
+def test_what_may_read_the_insert_id(sql, reads):
+    assert T.may_read_insert_id(sql) is reads
+
+
+def test_system_variables_that_hold_the_last_statements_traces_are_not_plain():
+    assert T.is_read("SELECT @@read_only") and not T.is_read("SELECT @@identity")
+    assert not T.is_plain("SELECT @@warning_count") and not T.is_plain("SELECT @@session.error_count")
