@@ -59,7 +59,12 @@ DURING = {  # strike one request, and the kinds of request they strike
     "cut_after_commit": ["atomic", "raw_transaction"],
 }
 FAULTS = BETWEEN + list(DURING)
-CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS]
+# Against the replica pair: a failover takes the restart's place, and a failover while the replica
+# is cut off joins them: the replica's link to the primary dropped silently, CUT_OFF_WRITES writes
+# (asynchronous, acknowledged and never sent; semi-synchronous, waiting for the replica until the
+# app's read_timeout), then the failover, at the end of that batch.
+CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS] + ["failover_cut_off"]
+CUT_OFF_WRITES = 3
 MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
 THREADS = 8
@@ -102,14 +107,25 @@ def plan(requests, seed, fault_every=35, cluster=False):
     else:
         faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
     low, high = max(1, fault_every * 4 // 7), max(1, fault_every * 10 // 7)
-    steps, gap, bag = [], rng.randint(low, high), []
+    steps, gap, bag, cut_off = [], rng.randint(low, high), [], 0
     for _ in range(requests):
+        if cut_off:  # the writes of a failover while the replica is cut off, then the batch's end
+            steps.append(("write", None))
+            cut_off -= 1
+            if not cut_off:
+                steps.append((None, None))
+            continue
         gap -= 1
         fault = None
         if gap == 0:
             if not bag:
                 bag = rng.sample(faults_here, len(faults_here))
             fault, gap = bag.pop(), rng.randint(low, high)
+        if fault == "failover_cut_off":
+            steps.append((None, fault))
+            cut_off = CUT_OFF_WRITES - 1
+            steps.append(("write", None))
+            continue
         if fault in BETWEEN or fault == "failover":
             steps.append((None, fault))
             fault = None
@@ -126,6 +142,7 @@ class ChaosApp:
     def __init__(self, strategy, link, cluster=False):
         self.strategy, self.link, self.cluster = strategy, link, cluster
         self.expiring = []  # the connections an expire fault shortened the wait_timeout of
+        self.replica_cut = None  # the relay the replica's link runs through while it is cut off
 
     def kill_port(self):
         """Where a ``KILL`` must run: the server that holds the app's connections."""
@@ -207,6 +224,10 @@ def strike_between(fault, strategy, server, link):
     if fault == "failover":
         pair.failover(promote_after=0.5)
         pair.rejoin()
+    elif fault == "failover_cut_off":
+        relay = server.app.replica_cut = faults.LinkCutter(port=pair.port_of(pair.primary()))
+        pair.repoint_replication(relay.port)
+        relay.drop_silently()  # the failover comes at the end of the next batch: fail_over_if_cut_off()
     elif fault == "silent_drop":
         link.drop_silently()
     elif fault == "restart":
@@ -218,6 +239,15 @@ def strike_between(fault, strategy, server, link):
         server.get_each_thread("/expire/0")  # each thread's connection gets a wait_timeout of 1 s
         faults.wait_until_closed(server.app.expiring, server.app.kill_port())
         time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
+
+
+def fail_over_if_cut_off(app):
+    """The end of a batch run while the replica was cut off: the primary dies, the replica is promoted."""
+    if app.replica_cut is not None:
+        pair.failover(promote_after=0.5)
+        app.replica_cut.close()
+        app.replica_cut = None
+        pair.rejoin()
 
 
 def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
@@ -263,6 +293,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
                 if kind is None:  # the end of a batch: run it, then strike between
                     list(clients.map(send, batch))
                     batch = []
+                    fail_over_if_cut_off(server.app)
                     if fault:
                         strike_between(fault, strategy, server, link)
                     continue
