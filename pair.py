@@ -108,6 +108,12 @@ def _run(name, *statements):
         connection.close()
 
 
+def admin(name, *statements):
+    """Run statements on a node as its admin (root, through its socket), as at its ``mysql>``
+    prompt; the rows of the last."""
+    return _run(name, *statements)
+
+
 def _accounts(name):
     """The replication account and HAProxy's check account, on one node, outside its binlog; and
     the course's user may read ``SHOW SLAVE STATUS`` (``SLAVE MONITOR``), nothing more."""

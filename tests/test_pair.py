@@ -176,7 +176,7 @@ def test_a_crashed_old_primary_that_starts_again_takes_no_write(asynchronous):
     old = pair.primary()
     pair.failover()
     pair.start_again(old)  # on the data it had: it starts read-only
-    assert pair._run(old, "SELECT @@read_only") == ((1,),)
+    assert pair.admin(old, "SELECT @@read_only") == ((1,),)
     direct = S.database(port=pair.port_of(old))
     with pytest.raises(S.OperationalError) as refused:
         direct.execute_sql(INSERT, (9,))

@@ -27,13 +27,13 @@ def until(condition, seconds=10):
 
 def no_replica_connected():
     """The replica's replication stopped: the primary has no replica to wait for."""
-    pair._run(pair.replica(), "STOP SLAVE IO_THREAD")
+    pair.admin(pair.replica(), "STOP SLAVE IO_THREAD")
     until(lambda: pair.semisync_status()["clients"] == "0")
 
 
 def test_the_primary_waits_after_sync_also_with_no_replica_connected(server_up):
     with pair.running("semisync"):
-        settings = pair._run(pair.primary(), "SELECT @@rpl_semi_sync_master_wait_point, "
+        settings = pair.admin(pair.primary(), "SELECT @@rpl_semi_sync_master_wait_point, "
                              "@@rpl_semi_sync_master_wait_no_slave, @@rpl_semi_sync_master_timeout")
         assert settings == (("AFTER_SYNC", 1, pair.SEMISYNC_TIMEOUT_MS),)
         db = through_the_proxy(read_timeout=2)
@@ -81,7 +81,7 @@ def test_a_primary_that_stops_waiting_acknowledges_writes_that_a_failover_loses(
     for setting, fault in (("rpl_semi_sync_master_wait_no_slave = OFF", "no replica"),
                            ("rpl_semi_sync_master_timeout = 500", "link cut")):
         with pair.running("semisync"):
-            pair._run(pair.primary(), f"SET GLOBAL {setting}")
+            pair.admin(pair.primary(), f"SET GLOBAL {setting}")
             db = through_the_proxy(read_timeout=2)
             make_table(db)
             wait_until_replicated()
