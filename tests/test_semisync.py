@@ -31,6 +31,10 @@ def no_replica_connected():
     until(lambda: pair.semisync_status()["clients"] == "0")
 
 
+def binlog_position():
+    return pair.admin(pair.primary(), "SELECT @@gtid_binlog_pos")[0][0]
+
+
 def test_the_primary_waits_after_sync_also_with_no_replica_connected(server_up):
     with pair.running("semisync"):
         settings = pair.admin(pair.primary(), "SELECT @@rpl_semi_sync_master_wait_point, "
@@ -41,15 +45,22 @@ def test_the_primary_waits_after_sync_also_with_no_replica_connected(server_up):
         wait_until_replicated()
         assert told(db, 1) == "done"
         no_replica_connected()
-        outcome = []
-        writer = threading.Thread(target=lambda: outcome.append(told(db, 2)))
+        pair.admin(pair.primary(), "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_COMMIT")  # MariaDB's default
+        writer = threading.Thread(target=told, args=(db, 2))
         writer.start()
-        until(lambda: pair.semisync_status()["wait_sessions"] == "1")
-        assert count_on(pair.primary(), 2) == 0  # AFTER_SYNC: no other session sees it while it waits
+        until(lambda: count_on(pair.primary(), 2) == 1)  # AFTER_COMMIT: others see it, and the replica may never get it
+        assert writer.is_alive()  # while its writer still waits for the answer
+        writer.join()
+        pair.admin(pair.primary(), "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC")  # the pair's
+        outcome, logged = [], binlog_position()
+        writer = threading.Thread(target=lambda: outcome.append(told(db, 3)))
+        writer.start()
+        until(lambda: binlog_position() != logged)  # it is in the primary's binary log, and waits
+        assert count_on(pair.primary(), 3) == 0  # AFTER_SYNC: no other session sees it while it waits
         writer.join()
         assert outcome == ["unknown"] and pair.semisync_status()["status"] == "ON"  # it waits still
         pair.failover()
-        assert count_on(pair.primary(), 1) == 1 and count_on(pair.primary(), 2) == 0
+        assert count_on(pair.primary(), 1) == 1 and count_on(pair.primary(), 2) == count_on(pair.primary(), 3) == 0
         db.close_all()
 
 
