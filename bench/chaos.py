@@ -48,6 +48,7 @@ import config
 import faults
 import pair
 import strategies as S
+from bench import clusters
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
 BETWEEN = ["kill_between", "expire", "restart", "silent_drop"]  # strike every connection the app holds, between batches
@@ -59,12 +60,9 @@ DURING = {  # strike one request, and the kinds of request they strike
     "cut_after_commit": ["atomic", "raw_transaction"],
 }
 FAULTS = BETWEEN + list(DURING)
-# Against the replica pair: a failover takes the restart's place, and a failover while the replica
-# is cut off joins them: the replica's link to the primary dropped silently, CUT_OFF_WRITES writes
-# (asynchronous, acknowledged and never sent; semi-synchronous, waiting for the replica until the
-# app's read_timeout), then the failover, at the end of that batch.
+# Against a cluster, faults of its own: see bench/clusters.py
 CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS] + ["failover_cut_off"]
-CUT_OFF_WRITES = 3
+CUT_OFF_WRITES = clusters.CUT_OFF_WRITES
 MIX = {"read": 0.55, "write": 0.25, "atomic": 0.1, "raw_transaction": 0.1}
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2}
 THREADS = 8
@@ -102,7 +100,9 @@ def plan(requests, seed, fault_every=35, cluster=False):
     request it can strike: a cut link a write, a kill between two inserts a transaction.
     """
     rng = random.Random(seed)
-    if cluster:
+    if cluster == "galera":
+        faults_here = clusters.GALERA_FAULTS
+    elif cluster:
         faults_here = CLUSTER_FAULTS
     else:
         faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
@@ -126,10 +126,10 @@ def plan(requests, seed, fault_every=35, cluster=False):
             cut_off = CUT_OFF_WRITES - 1
             steps.append(("write", None))
             continue
-        if fault in BETWEEN or fault == "failover":
+        if fault in BETWEEN or fault in clusters.PAIR_BETWEEN or fault in clusters.GALERA_BETWEEN:
             steps.append((None, fault))
             fault = None
-        kinds = DURING.get(fault, list(MIX))
+        kinds = {**DURING, **clusters.GALERA_DURING}.get(fault, list(MIX))
         kind = rng.choices(kinds, weights=[MIX[k] for k in kinds])[0]
         steps.append((kind, fault))
     return steps
@@ -139,14 +139,14 @@ class ChaosApp:
     """The requests of the run as a WSGI app: ``/<kind>/<request id>?fault=<fault>``; each runs in
     ``strategy.request()`` and answers ``ok``, or 500 with the error's class and code."""
 
-    def __init__(self, strategy, link, cluster=False):
+    def __init__(self, strategy, link, cluster=None):
         self.strategy, self.link, self.cluster = strategy, link, cluster
         self.expiring = []  # the connections an expire fault shortened the wait_timeout of
-        self.replica_cut = None  # the relay the replica's link runs through while it is cut off
+        self.cluster_faults = clusters.Faults(cluster)
 
     def kill_port(self):
         """Where a ``KILL`` must run: the server that holds the app's connections."""
-        return pair.port_of(pair.primary()) if self.cluster else None
+        return pair.port_of(pair.primary()) if self.cluster in pair.MODES else None
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -188,11 +188,18 @@ class ChaosApp:
         self.insert(db, request_id, 0)
 
     def atomic(self, db, request_id, fault):
+        if self.cluster == "galera":  # conflicts are part of life there: run_transaction runs it again
+            first_try = [fault]
+            return S.run_transaction(db, lambda db: self.two_inserts(db, request_id, first_try.pop() if first_try
+                                                                     else None))
         with db.atomic():
-            self.arm(db, fault)
-            self.insert(db, request_id, 0)
-            self.kill_if(db, fault)
-            self.insert(db, request_id, 1)
+            self.two_inserts(db, request_id, fault)
+
+    def two_inserts(self, db, request_id, fault):
+        self.arm(db, fault)
+        self.insert(db, request_id, 0)
+        self.kill_if(db, fault)
+        self.insert(db, request_id, 1)
 
     def raw_transaction(self, db, request_id, fault):
         db.execute_sql("START TRANSACTION")
@@ -213,6 +220,8 @@ class ChaosApp:
     def kill_if(self, db, fault):
         if fault == "kill_in_transaction":
             faults.kill(S.connection_id(db), self.kill_port())
+        elif fault == "conflict":
+            clusters.conflict(db)
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)
@@ -221,14 +230,9 @@ class ChaosApp:
 
 def strike_between(fault, strategy, server, link):
     """A fault between batches, on every connection the app holds (per-request holds none)."""
-    if fault == "failover":
-        pair.failover(promote_after=0.5)
-        pair.rejoin()
-    elif fault == "failover_cut_off":
-        relay = server.app.replica_cut = faults.LinkCutter(port=pair.port_of(pair.primary()))
-        pair.repoint_replication(relay.port)
-        relay.drop_silently()  # the failover comes at the end of the next batch: fail_over_if_cut_off()
-    elif fault == "silent_drop":
+    if server.app.cluster_faults.strike(fault):
+        return
+    if fault == "silent_drop":
         link.drop_silently()
     elif fault == "restart":
         faults.restart_server()
@@ -241,30 +245,22 @@ def strike_between(fault, strategy, server, link):
         time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
 
 
-def fail_over_if_cut_off(app):
-    """The end of a batch run while the replica was cut off: the primary dies, the replica is promoted."""
-    if app.replica_cut is not None:
-        pair.failover(promote_after=0.5)
-        app.replica_cut.close()
-        app.replica_cut = None
-        pair.rejoin()
-
-
 def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
     """Run one strategy through ``steps`` against a fresh ``chaos_write`` table (on a fresh replica
     pair, with ``cluster``); its tally."""
     if cluster:
-        pair.start(cluster)
+        clusters.start(cluster)
     try:
         return _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster)
     finally:
         if cluster:
-            pair.stop()
+            clusters.stop(cluster)
 
 
 def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
-    port = pair.proxy_port() if cluster else None
-    admin = S.database(S.SafeReconnectMySQLDatabase, port=port)
+    port = clusters.proxy_port(cluster) if cluster else None
+    admin = S.database(S.SafeReconnectMySQLDatabase, port=port, **clusters.admin_options(cluster))
+    clusters.prepare(cluster, admin)
     admin.execute_sql("DROP TABLE IF EXISTS chaos_write")
     admin.execute_sql("CREATE TABLE chaos_write (id INT AUTO_INCREMENT PRIMARY KEY, request_id INT NOT NULL, "
                       "part INT NOT NULL)")
@@ -274,7 +270,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
         strategy = cls(S.database(cls.database_class, port=link.port, read_timeout=read_timeout))
         wait = strategy.longest_wait()
         tally.bound_s = None if wait is None else wait + WORK_S
-        server = app.Server(ChaosApp(strategy, link, bool(cluster)), threads=threads)
+        server = app.Server(ChaosApp(strategy, link, cluster), threads=threads)
 
         def send(numbered_step):
             request_id, (kind, fault) = numbered_step
@@ -293,7 +289,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
                 if kind is None:  # the end of a batch: run it, then strike between
                     list(clients.map(send, batch))
                     batch = []
-                    fail_over_if_cut_off(server.app)
+                    server.app.cluster_faults.end_of_batch()
                     if fault:
                         strike_between(fault, strategy, server, link)
                     continue
@@ -375,7 +371,7 @@ STRATEGIES = {**S.STRATEGIES, AcksDropped.name: AcksDropped, WritesTwice.name: W
 def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS,
             read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
     """Every strategy, one after another, through the same schedule; their tallies."""
-    steps = plan(requests, seed, fault_every, cluster=bool(cluster))
+    steps = plan(requests, seed, fault_every, cluster=cluster)
     tallies = []
     for name in names:
         done, lock = 0, threading.Lock()
@@ -416,8 +412,9 @@ def main(argv=None):
     parser.add_argument("--read-timeout", type=int, default=READ_TIMEOUT,
                         help=f"the app's read_timeout in seconds (default {READ_TIMEOUT})")
     parser.add_argument("--rtt-ms", type=float, default=0, help="the server this far away, through the relay (default 0)")
-    parser.add_argument("--cluster", choices=pair.MODES, nargs="?", const="semisync",
-                        help="against chapter 08's replica pair, with failovers (alone: semisync)")
+    parser.add_argument("--cluster", choices=clusters.MODES, nargs="?", const="semisync",
+                        help="against chapter 08's replica pair, with failovers (alone: semisync), or 08b's "
+                             "Galera cluster")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--self-check", action="store_true",
                         help="run two deliberately wrong strategies; exit 1 unless the counts show what they did")
