@@ -20,6 +20,7 @@ again on its data catches up the same way. A full state transfer, when one is ne
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import MySQLdb
 
@@ -126,6 +127,9 @@ def _claim_state(name, uuid, seqno):
 def start():
     """Build the three nodes afresh, found the cluster on ``g1``, join the others, start HAProxy."""
     localdb._require_local()
+    if not Path(PROVIDER).exists():
+        raise GaleraError(f"the Galera library ({PROVIDER}) is not installed: Debian and Ubuntu install it with "
+                          "mariadb-server (the galera-4 package); elsewhere install Galera 4 for MariaDB yourself")
     stop()
     alone = localdb.Instance(HOME / NAMES[0], port_of(NAMES[0]))  # g1, before it is a node: the accounts
     alone.start()  # the course's user and schema
