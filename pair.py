@@ -2,7 +2,7 @@
 (GTID, asynchronous or semi-synchronous), and HAProxy (Debian's) in front of them, so that the
 app keeps one address through a failover. Chapter 08's servers, for real.
 
-    python -m pair start [async|semisync] | failover | status | stop
+    python -m pair start [async|semisync] | failover | rejoin | status | stop
 
 Each node lives in ``.mysql/pair/<name>/`` on 127.0.0.1, next to the course's own server
 (``DB_PORT``): node ``a`` on ``DB_PORT + 1``, node ``b`` on ``DB_PORT + 2``, HAProxy on
@@ -348,9 +348,9 @@ class running:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    actions = {"start": start, "failover": failover, "status": status, "stop": stop}
+    actions = {"start": start, "failover": failover, "rejoin": rejoin, "status": status, "stop": stop}
     if not argv or argv[0] not in actions or (len(argv) > 1 and argv[0] != "start") or len(argv) > 2:
-        print("usage: python -m pair {start [async|semisync]|failover|status|stop}", file=sys.stderr)
+        print("usage: python -m pair {start [async|semisync]|failover|rejoin|status|stop}", file=sys.stderr)
         return 2
     try:
         print(actions[argv[0]](*argv[1:]))
