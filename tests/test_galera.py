@@ -57,9 +57,10 @@ def test_a_certification_conflict_is_1213_at_commit_and_run_transaction_runs_it_
                 first.execute_sql("UPDATE galera_test SET request_id = 6 WHERE id = 10")
 
     S.run_transaction(second, update)
-    assert len(tries) == 2 and first.execute_sql(COUNT, (5,)).fetchone()[0] == 1
-    first.close_all()
-    second.close_all()
+    reader = on("g1", init_command="SET SESSION wsrep_sync_wait = 1")  # g2's commit is applied on g1 a moment later
+    assert len(tries) == 2 and reader.execute_sql(COUNT, (5,)).fetchone()[0] == 1
+    for db in (first, second, reader):
+        db.close_all()
 
 
 def test_a_node_cut_off_runs_nothing_says_1047_and_haproxy_sends_it_no_connection(cluster):
