@@ -21,7 +21,7 @@ REPLICATION ?= async
 # (the most tests first: --no-loadscope-reorder)
 TEST_WORKERS ?= 8
 
-.PHONY: setup setup-test setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop
+.PHONY: setup setup-test setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
 
 setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
@@ -49,6 +49,12 @@ pair: server       ## chapter 08's primary and replica, with HAProxy in front: m
 
 pair-stop:         ## stop the pair and HAProxy, and delete their data
 	@$(PY) -m pair stop
+
+galera: server     ## chapter 08b's Galera cluster: three nodes that all take writes, HAProxy in front
+	@$(PY) -m galera start
+
+galera-stop:       ## stop the Galera cluster and its HAProxy, and delete their data
+	@$(PY) -m galera stop
 
 work:              ## your copies of the chapters in work/: the missing ones added, yours never overwritten
 	@mkdir -p "$(LAB_ROOT)/$(LAB_DIR)" && cp -n notebooks/*.ipynb "$(LAB_ROOT)/$(LAB_DIR)/"

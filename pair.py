@@ -2,7 +2,7 @@
 (GTID, asynchronous or semi-synchronous), and HAProxy (Debian's) in front of them, so that the
 app keeps one address through a failover. Chapter 08's servers, for real.
 
-    python -m pair start [async|semisync] | failover | status | stop
+    python -m pair start [async|semisync] | failover | rejoin | status | stop
 
 Each node lives in ``.mysql/pair/<name>/`` on 127.0.0.1, next to the course's own server
 (``DB_PORT``): node ``a`` on ``DB_PORT + 1``, node ``b`` on ``DB_PORT + 2``, HAProxy on
@@ -11,12 +11,17 @@ replicating from it), so every run begins from the same place; the course's own 
 touched. A failover is what a managed database does when its primary dies: the primary is
 killed, the replica promoted (replication stopped, ``read_only`` off), and HAProxy sends new
 connections to it. ``rejoin()`` builds the old primary afresh as the new primary's replica.
+
+Nodes are fenced: every node starts read-only (``--read-only``), also an old primary started
+again after a crash (``start_again()``); only ``promote()`` makes a node writable. HAProxy sends
+connections only to a node that answers ``SELECT @@read_only`` with 0 (``haproxy.py``).
+
+Semi-synchronous, the primary waits ``AFTER_SYNC`` (a transaction is in the binary log, and no
+other session sees it, until the replica has acknowledged receiving it), also while no replica
+is connected (``wait_no_slave``), for up to ``SEMISYNC_TIMEOUT_MS``: a day. Only after that does
+it fall back to asynchronous replication (``Rpl_semi_sync_master_status`` OFF).
 """
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 import MySQLdb
 
 import config
+import haproxy
 import localdb
 
 HOME = localdb.HOME / "pair"
 NAMES = ("a", "b")
 REPLICATION_USER, REPLICATION_PASSWORD = "repl", "repl-local"  # local-only, like the course's password
-CHECK_USER = "haproxy"  # HAProxy's health check logs in as this user, with no password and no privileges
-SEMISYNC_TIMEOUT_MS = 60_000  # how long a semi-synchronous primary waits for its replica before it gives up
+CHECK_USER = haproxy.CHECK_USER  # HAProxy's health check logs in as this user, with no password and no privileges
+SEMISYNC_TIMEOUT_MS = 86_400_000  # a day: a semi-synchronous primary waits this long for its replica, then gives up
 MODES = ("async", "semisync")
 
 
@@ -51,15 +57,28 @@ def proxy_port():
 
 
 def node(name, mode="async", server_id=1):
-    """One node of the pair, as a ``localdb.Instance`` with the options replication needs."""
-    semisync = "ON" if mode == "semisync" else "OFF"
-    return localdb.Instance(HOME / name, port_of(name), options=(
-        f"--server-id={server_id}", "--log-bin=binlog", "--log-slave-updates", "--binlog-format=ROW",
-        "--gtid-strict-mode=ON", f"--rpl-semi-sync-master-enabled={semisync}",
-        f"--rpl-semi-sync-slave-enabled={semisync}", f"--rpl-semi-sync-master-timeout={SEMISYNC_TIMEOUT_MS}",
-        "--rpl-semi-sync-master-wait-no-slave=OFF",  # a primary with no replica at all (just promoted) does not wait
-        "--log-bin-trust-function-creators=ON",  # the course's user may create a stored function (the chaos run's view)
-    ))
+    """One node of the pair, as a ``localdb.Instance`` with the options replication needs. It
+    starts read-only, and (semi-synchronous) ready to acknowledge as a replica; ``promote()``
+    makes it the primary."""
+    options = [f"--server-id={server_id}", "--log-bin=binlog", "--log-slave-updates", "--binlog-format=ROW",
+               "--gtid-strict-mode=ON", "--read-only=ON",
+               "--log-bin-trust-function-creators=ON"]  # the course's user may create the chaos run's function
+    if mode == "semisync":
+        options += ["--rpl-semi-sync-slave-enabled=ON",
+                    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",  # unseen by anyone until the replica has it
+                    "--rpl-semi-sync-master-wait-no-slave=ON",  # no replica connected: wait all the same
+                    f"--rpl-semi-sync-master-timeout={SEMISYNC_TIMEOUT_MS}"]
+    return localdb.Instance(HOME / name, port_of(name), options=options)
+
+
+def proxy():
+    """HAProxy in front of the pair: new connections go to the node that takes writes, and only to it."""
+    return haproxy.Proxy(HOME, proxy_port(), {name: port_of(name) for name in NAMES}, "SELECT @@read_only", "0")
+
+
+def proxy_state(name):
+    """HAProxy's view of a node: UP (it takes the app's new connections), DOWN, ..."""
+    return proxy().state(name)
 
 
 def _next_server_id():
@@ -90,6 +109,12 @@ def _run(name, *statements):
         connection.close()
 
 
+def admin(name, *statements):
+    """Run statements on a node as its admin (root, through its socket), as at its ``mysql>``
+    prompt; the rows of the last."""
+    return _run(name, *statements)
+
+
 def _accounts(name):
     """The replication account and HAProxy's check account, on one node, outside its binlog; and
     the course's user may read ``SHOW SLAVE STATUS`` (``SLAVE MONITOR``), nothing more."""
@@ -108,10 +133,12 @@ def sql_url(name):
 
 def _build(name, mode, server_id=None):
     """A node from nothing: a fresh data folder, started, with the course's user and the pair's accounts."""
-    server = node(name, mode, server_id or _next_server_id())
+    server_id = server_id or _next_server_id()
+    server = node(name, mode, server_id)
     server.crash()
     shutil.rmtree(server.home, ignore_errors=True)
     server.start()
+    (HOME / f"{name}.server_id").write_text(str(server_id))
     _accounts(name)
     return server
 
@@ -126,19 +153,30 @@ def _replicate(replica, primary_port):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         state = replica_status(replica)
-        if state and state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes" and _semisync_ready():
+        if state and state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes" and _semisync_ready(replica):
             return
         time.sleep(0.1)
     raise PairError(f"node {replica} did not start replicating within 20 s: {replica_status(replica)}")
 
 
-def _semisync_ready():
-    """True unless the pair is semi-synchronous and its primary has not yet switched semi-sync on
-    again (it does once its replica has connected and caught up)."""
+def _semisync_ready(replica):
+    """True unless the pair is semi-synchronous and the replica's link is not yet a semi-synchronous
+    one, or its primary has not switched semi-sync on again (it does once the replica has caught up)."""
     if mode() != "semisync":
         return True
     status = dict(_run(primary(), "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'"))
-    return status.get("Rpl_semi_sync_master_status") == "ON"
+    acknowledging = dict(_run(replica, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_slave_status'"))
+    return status.get("Rpl_semi_sync_master_status") == "ON" and acknowledging.get("Rpl_semi_sync_slave_status") == "ON"
+
+
+def semisync_status():
+    """What an operator watches on a semi-synchronous primary: whether it still waits for its
+    replica (``Rpl_semi_sync_master_status``), how many replicas acknowledge, and how many commits
+    were acknowledged by a replica (``yes_tx``) or answered without one (``no_tx``)."""
+    rows = dict(_run(primary(), "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', "
+                                "'Rpl_semi_sync_master_clients', 'Rpl_semi_sync_master_yes_tx', "
+                                "'Rpl_semi_sync_master_no_tx', 'Rpl_semi_sync_master_wait_sessions')"))
+    return {name.removeprefix("Rpl_semi_sync_master_"): value for name, value in sorted(rows.items())}
 
 
 def replica_status(name):
@@ -179,96 +217,6 @@ def _mode_file():
 
 
 # ---------------------------------------------------------------------------------------------
-# HAProxy
-# ---------------------------------------------------------------------------------------------
-
-HAPROXY_CONFIG = """\
-global
-    stats socket {admin} level admin
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 30m   # an idle connection is closed after this: one more idle limit (chapter 07)
-    timeout server 30m
-listen mysql
-    bind 127.0.0.1:{port}
-    option mysql-check user {check_user} post-41
-    default-server inter 300ms fall 2 rise 2 on-marked-down shutdown-sessions
-    server a 127.0.0.1:{port_a} check
-    server b 127.0.0.1:{port_b} check backup
-"""
-
-
-def _haproxy_pid():
-    try:
-        pid = int((HOME / "haproxy.pid").read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
-def _start_haproxy():
-    """HAProxy in front of the pair: node ``a`` while it answers its health check, else ``b``."""
-    _stop_haproxy()
-    program = localdb._program("haproxy")
-    if localdb._port_taken(proxy_port()):
-        raise PairError(f"port {proxy_port()} on 127.0.0.1, HAProxy's, is already taken by another program")
-    config_file = HOME / "haproxy.cfg"
-    config_file.write_text(HAPROXY_CONFIG.format(admin=HOME / "haproxy.sock", port=proxy_port(), check_user=CHECK_USER,
-                                                 port_a=port_of("a"), port_b=port_of("b")))
-    with open(HOME / "haproxy.out", "ab") as out:
-        process = subprocess.Popen([program, "-f", str(config_file), "-db"], stdout=out, stderr=out,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    (HOME / "haproxy.pid").write_text(str(process.pid))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise PairError(f"haproxy stopped at start; see {HOME / 'haproxy.out'}")
-        if localdb._port_taken(proxy_port()) and _server_state("a") == "UP":
-            return
-        time.sleep(0.1)
-    raise PairError(f"haproxy did not see node a as up within 10 s; see {HOME / 'haproxy.out'}")
-
-
-def _stop_haproxy():
-    pid = _haproxy_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _haproxy_pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it, when this process started it
-            except ChildProcessError:
-                pass
-    (HOME / "haproxy.pid").unlink(missing_ok=True)
-
-
-def haproxy_command(command):
-    """One command on HAProxy's admin socket; its answer."""
-    with socket.socket(socket.AF_UNIX) as admin:
-        admin.connect(str(HOME / "haproxy.sock"))
-        admin.sendall(command.encode() + b"\n")
-        answer = b""
-        while chunk := admin.recv(65536):
-            answer += chunk
-    return answer.decode()
-
-
-def _server_state(name):
-    """HAProxy's view of a node: UP, DOWN, MAINT, ..."""
-    for line in haproxy_command("show servers state mysql").splitlines():
-        fields = line.split()
-        if len(fields) > 5 and fields[3] == name:
-            admin_state, operational = int(fields[6]), int(fields[5])
-            if admin_state & 1:  # forced into maintenance
-                return "MAINT"
-            return {0: "DOWN", 1: "STARTING", 2: "UP", 3: "STOPPING"}.get(operational, str(operational))
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 # The pair's life: start, failover, rejoin, stop
 # ---------------------------------------------------------------------------------------------
 
@@ -284,11 +232,19 @@ def start(replication="async"):
     server_ids = {name: _next_server_id() for name in NAMES}
     with ThreadPoolExecutor(len(NAMES)) as builders:  # both at once: each has its own folder, port and tmpdir
         list(builders.map(lambda name: _build(name, replication, server_ids[name]), NAMES))
+    _take_writes("a")
     _role_file().write_text("a")
     _replicate("b", port_of("a"))
-    _start_haproxy()
+    proxy().start(up=("a",))
     return f"{replication} pair: primary a on 127.0.0.1:{port_of('a')}, replica b on 127.0.0.1:{port_of('b')}, " \
            f"HAProxy on 127.0.0.1:{proxy_port()}"
+
+
+def _take_writes(name):
+    """The one step that makes a node writable: semi-sync's primary side on (semi-synchronous), read-only off."""
+    if mode() == "semisync":
+        _run(name, "SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    _run(name, "SET GLOBAL read_only = 0")
 
 
 def crash_primary():
@@ -298,21 +254,20 @@ def crash_primary():
     unknown to the client."""
     dead = primary()
     node(dead).crash()
-    deadline = time.monotonic() + 10
-    while _haproxy_pid() is not None and _server_state(dead) not in ("DOWN", "MAINT"):
-        if time.monotonic() > deadline:
-            raise PairError(f"HAProxy did not see node {dead} down within 10 s")
-        time.sleep(0.05)
+    if proxy().pid() is not None:
+        proxy().wait_for(dead, ("DOWN", "MAINT"))
 
 
 def promote_replica():
-    """Make the replica the primary: apply what it has received, stop replicating, take writes.
-    Returns the new primary's name."""
+    """Make the replica the primary: apply what it has received, stop replicating, take writes;
+    HAProxy is told at once (its check then agrees). Returns the new primary's name."""
     new = replica()
     _apply_what_it_received(new)
-    _run(new, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0")
-    haproxy_command(f"set server mysql/{new} state ready")
+    _run(new, "STOP SLAVE", "RESET SLAVE ALL")
+    _take_writes(new)
     _role_file().write_text(new)
+    proxy().command(f"set server mysql/{new} health up")
+    proxy().wait_for(new, ("UP",))
     return new
 
 
@@ -328,7 +283,11 @@ def _apply_what_it_received(name, seconds=20):
 
 def failover(promote_after=0.0):
     """The primary dies; ``promote_after`` seconds later the replica is promoted (while it is not,
-    HAProxy already sends connections to it, and every write there fails with 1290)."""
+    no node takes writes, and HAProxy has none to send a connection to).
+
+    Semi-synchronous, the new primary has no replica: it takes no write (each waits) until one
+    has joined and acknowledges, ``rejoin()``. That is what "no acknowledged write is lost" costs
+    with a single replica; with two, one is left after a failover."""
     old = primary()
     crash_primary()
     time.sleep(promote_after)
@@ -336,11 +295,18 @@ def failover(promote_after=0.0):
     return f"node {old} killed, node {new} promoted: the primary now"
 
 
+def start_again(name):
+    """Start a node that was killed (an old primary, say) on the data it had, as a machine that
+    comes back: it starts read-only, so it takes no write, and HAProxy's check keeps it out."""
+    server_id = int((HOME / f"{name}.server_id").read_text())
+    node(name, mode(), server_id).start()
+    return f"node {name} started again, read-only"
+
+
 def rejoin():
-    """Build the old primary afresh as the new primary's replica, kept out of HAProxy's rotation
-    (HAProxy's check sees a server that answers, not one that takes writes)."""
+    """Build the old primary afresh as the new primary's replica (it starts read-only, so HAProxy's
+    check keeps it out of the rotation)."""
     old = replica()
-    haproxy_command(f"set server mysql/{old} state maint")
     _build(old, mode())
     _replicate(old, port_of(primary()))
     return old
@@ -348,7 +314,7 @@ def rejoin():
 
 def stop():
     """Stop HAProxy and both nodes, and delete their data: the next start begins afresh."""
-    _stop_haproxy()
+    proxy().stop()
     for name in NAMES:
         node(name).crash()
     shutil.rmtree(HOME, ignore_errors=True)
@@ -358,11 +324,13 @@ def stop():
 def status():
     if not (HOME / "primary").exists():
         return "not running"
-    lines = [f"{mode()} pair, HAProxy on 127.0.0.1:{proxy_port()} ({'up' if _haproxy_pid() else 'down'})"]
+    running = proxy().pid() is not None
+    lines = [f"{mode()} pair, HAProxy on 127.0.0.1:{proxy_port()} ({'up' if running else 'down'})"]
     for name in NAMES:
-        running = node(name).is_running()
+        up = node(name).is_running()
         role = "primary" if name == primary() else "replica"
-        lines.append(f"node {name} on 127.0.0.1:{port_of(name)}: {role}, {'running' if running else 'down'}")
+        seen = f", HAProxy sees it {proxy_state(name)}" if running else ""
+        lines.append(f"node {name} on 127.0.0.1:{port_of(name)}: {role}, {'running' if up else 'down'}{seen}")
     return "\n".join(lines)
 
 
@@ -381,9 +349,9 @@ class running:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    actions = {"start": start, "failover": failover, "status": status, "stop": stop}
+    actions = {"start": start, "failover": failover, "rejoin": rejoin, "status": status, "stop": stop}
     if not argv or argv[0] not in actions or (len(argv) > 1 and argv[0] != "start") or len(argv) > 2:
-        print("usage: python -m pair {start [async|semisync]|failover|status|stop}", file=sys.stderr)
+        print("usage: python -m pair {start [async|semisync]|failover|rejoin|status|stop}", file=sys.stderr)
         return 2
     try:
         print(actions[argv[0]](*argv[1:]))

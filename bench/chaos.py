@@ -38,9 +38,11 @@ through the relay, ``--rtt-ms`` away.
 With ``--cluster`` (semi-synchronous; ``--cluster async`` for asynchronous) each strategy runs
 against chapter 08's replica pair, started afresh for it and stopped after, through HAProxy; a
 ``failover`` (the primary killed, the replica promoted half a second later, the old primary
-rebuilt as the new replica) takes the place of the restart among the faults. Each row says its
-replication. What a failover loses is counted like any other loss: an acknowledged write missing
-from the new primary is lost.
+rebuilt as the new replica) takes the place of the restart among the faults, and a failover
+while the replica is cut off from the primary joins it (after ``CUT_OFF_WRITES`` writes). Each row
+says its replication. What a failover loses is counted like any other loss: an acknowledged write
+missing from the new primary is lost. ``--cluster galera`` runs against chapter 08b's Galera
+cluster instead, with faults of its own (``bench/clusters.py``).
 """
 import argparse
 import json
@@ -55,9 +57,8 @@ from dataclasses import asdict, dataclass, field
 import app
 import config
 import faults
-import pair
 import strategies as S
-from bench import wrong
+from bench import clusters, wrong
 from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
@@ -71,7 +72,10 @@ DURING = {  # strike requests, one of each kind listed, one after another
     "read_timeout": ["slow_read"],  # a read slower than the app's read_timeout: the client gives up
 }
 FAULTS = BETWEEN + list(DURING)
-CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS]
+# Against a cluster, faults of its own: see bench/clusters.py
+CLUSTER_FAULTS = [fault if fault != "restart" else "failover" for fault in FAULTS] + ["failover_cut_off"]
+CUT_OFF_WRITES = clusters.CUT_OFF_WRITES
+ALL_DURING = {**DURING, **clusters.GALERA_DURING}
 MIX = {"read": 0.5, "write": 0.2, "atomic": 0.08, "raw_transaction": 0.08, "view_read": 0.05,
        "procedure_transaction": 0.05, "implicit_commit": 0.04}  # a slow read comes only with its fault
 ROWS = {"read": 0, "write": 1, "atomic": 2, "raw_transaction": 2, "view_read": 1, "procedure_transaction": 2,
@@ -110,7 +114,7 @@ class Tally:
     by_kind: dict = field(default_factory=dict)  # kind of request -> COUNTS, and max_s
 
 
-LONGEST_STRIKE = max(len(kinds) for kinds in DURING.values())
+LONGEST_STRIKE = max(CUT_OFF_WRITES, *(len(kinds) for kinds in ALL_DURING.values()))
 
 
 def plan(requests, seed, fault_every=35, cluster=False):
@@ -122,10 +126,13 @@ def plan(requests, seed, fault_every=35, cluster=False):
     empty: every kind comes once in each run of as many faults as there are kinds. A fault that
     strikes requests strikes one of each kind it can strike, one after another: a cut link a
     write, a raw transaction and a read through the view; a kill between two statements each
-    kind of transaction.
+    kind of transaction. A failover while the replica is cut off (``cluster`` the pair's) comes
+    before ``CUT_OFF_WRITES`` writes, and ends their batch; ``cluster="galera"`` has its own faults.
     """
     rng = random.Random(seed)
-    if cluster:
+    if cluster == "galera":
+        faults_here = clusters.GALERA_FAULTS
+    elif cluster:
         faults_here = CLUSTER_FAULTS
     else:
         faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
@@ -137,12 +144,16 @@ def plan(requests, seed, fault_every=35, cluster=False):
             if not bag:
                 bag = rng.sample(faults_here, len(faults_here))
             fault = bag.pop()
-            if fault in DURING:
-                struck.extend((kind, fault) for kind in DURING[fault])
+            if fault in ALL_DURING:
+                struck.extend((kind, fault) for kind in ALL_DURING[fault])
             else:
                 steps.append((None, fault))
+                if fault == "failover_cut_off":  # the writes while the replica is cut off, then the batch's end
+                    struck.extend([("write", None)] * CUT_OFF_WRITES + [(None, None)])
         if struck:
             steps.append(struck.pop(0))
+            if struck and struck[0] == (None, None):
+                steps.append(struck.pop(0))
         else:
             steps.append((rng.choices(list(MIX), weights=list(MIX.values()))[0], None))
     return steps
@@ -150,10 +161,9 @@ def plan(requests, seed, fault_every=35, cluster=False):
 
 def strike_between(fault, strategy, server, link):
     """A fault between batches, on every connection the app holds (per-request holds none)."""
-    if fault == "failover":
-        pair.failover(promote_after=0.5)
-        pair.rejoin()
-    elif fault == "silent_drop":
+    if server.app.cluster_faults.strike(fault):
+        return
+    if fault == "silent_drop":
         link.drop_silently()
     elif fault == "restart":
         faults.restart_server()
@@ -170,17 +180,18 @@ def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ
     """Run one strategy through ``steps`` against a fresh ``chaos_write`` table (on a fresh replica
     pair, with ``cluster``); its tally."""
     if cluster:
-        pair.start(cluster)
+        clusters.start(cluster)
     try:
         return _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster)
     finally:
         if cluster:
-            pair.stop()
+            clusters.stop(cluster)
 
 
 def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
-    port = pair.proxy_port() if cluster else None
-    admin = S.database(S.SafeReconnectMySQLDatabase, port=port)
+    port = clusters.proxy_port(cluster) if cluster else None
+    admin = S.database(S.SafeReconnectMySQLDatabase, port=port, **clusters.admin_options(cluster))
+    clusters.prepare(cluster, admin)
     for sql in SCHEMA:
         admin.execute_sql(sql)
     admin.close()  # its session may hold what the view's text seemed to leave: the count needs none of it
@@ -190,7 +201,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
         strategy = cls(S.database(cls.database_class, port=link.port, read_timeout=read_timeout))
         wait = strategy.longest_wait()
         tally.bound_s = None if wait is None else wait + WORK_S
-        chaos_app = ChaosApp(strategy, link, bool(cluster), read_timeout)
+        chaos_app = ChaosApp(strategy, link, cluster, read_timeout)
         server = app.Server(chaos_app, threads=threads)
 
         def send(numbered_step):
@@ -210,6 +221,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
                 if kind is None:  # the end of a batch: run it, then strike between
                     list(clients.map(send, batch))
                     batch = []
+                    chaos_app.cluster_faults.end_of_batch()
                     if fault:
                         for counter in chaos_app.counters.values():
                             counter.join()  # the slow reads' copies end, counted, before the fault strikes
@@ -273,7 +285,7 @@ STRATEGIES = {**S.STRATEGIES, **wrong.STRATEGIES}
 def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS,
             read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):
     """Every strategy, one after another, through the same schedule; their tallies."""
-    steps = plan(requests, seed, fault_every, cluster=bool(cluster))
+    steps = plan(requests, seed, fault_every, cluster=cluster)
     tallies = []
     for name in names:
         done, lock = 0, threading.Lock()
@@ -317,8 +329,9 @@ def main(argv=None):
     parser.add_argument("--read-timeout", type=int, default=READ_TIMEOUT,
                         help=f"the app's read_timeout in seconds (default {READ_TIMEOUT})")
     parser.add_argument("--rtt-ms", type=float, default=0, help="the server this far away, through the relay (default 0)")
-    parser.add_argument("--cluster", choices=pair.MODES, nargs="?", const="semisync",
-                        help="against chapter 08's replica pair, with failovers (alone: semisync)")
+    parser.add_argument("--cluster", choices=clusters.MODES, nargs="?", const="semisync",
+                        help="against chapter 08's replica pair, with failovers (alone: semisync), or 08b's "
+                             "Galera cluster")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--self-check", action="store_true",
                         help="run deliberately wrong strategies; exit 1 unless the counts show what each did")

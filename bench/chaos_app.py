@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 import faults
 import pair
 import strategies as S
+from bench import clusters
 
 SCHEMA = [
     "DROP TABLE IF EXISTS chaos_write, chaos_scratch",
@@ -85,15 +86,16 @@ class ChaosApp:
     """The requests of the run as a WSGI app: ``/<kind>/<request id>?fault=<fault>``; each runs in
     ``strategy.request()`` and answers ``ok``, or 500 with the error's class and code."""
 
-    def __init__(self, strategy, link, cluster=False, read_timeout=1):
+    def __init__(self, strategy, link, cluster=None, read_timeout=1):
         self.strategy, self.link, self.cluster = strategy, link, cluster
         self.slow_s = read_timeout + 0.5  # a slow read outlasts the app's read_timeout by half a second
         self.expiring = []  # the connections an expire fault shortened the wait_timeout of
         self.counters = {}  # request id -> the RunCounter of its slow read
+        self.cluster_faults = clusters.Faults(cluster)  # what strikes the cluster between batches
 
     def kill_port(self):
         """Where a ``KILL`` must run: the server that holds the app's connections."""
-        return pair.port_of(pair.primary()) if self.cluster else None
+        return pair.port_of(pair.primary()) if self.cluster in pair.MODES else None
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -135,11 +137,18 @@ class ChaosApp:
         self.insert(db, request_id, 0)
 
     def atomic(self, db, request_id, fault):
+        if self.cluster == "galera":  # conflicts are part of life there: run_transaction runs it again
+            first_try = [fault]
+            return S.run_transaction(db, lambda db: self.two_inserts(db, request_id, first_try.pop() if first_try
+                                                                     else None))
         with db.atomic():
-            self.arm(db, fault)
-            self.insert(db, request_id, 0)
-            self.kill_if(db, fault)
-            self.insert(db, request_id, 1)
+            self.two_inserts(db, request_id, fault)
+
+    def two_inserts(self, db, request_id, fault):
+        self.arm(db, fault)
+        self.insert(db, request_id, 0)
+        self.kill_if(db, fault)
+        self.insert(db, request_id, 1)
 
     def raw_transaction(self, db, request_id, fault):
         db.execute_sql("START TRANSACTION")
@@ -199,6 +208,8 @@ class ChaosApp:
             faults.kill(S.connection_id(db), self.kill_port())
             faults.wait_until_closed([S.connection_id(db)], self.kill_port())
             time.sleep(0.05)  # for the server's hang-up to reach the app through the relay
+        elif fault == "conflict":
+            clusters.conflict(db)
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)

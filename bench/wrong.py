@@ -5,6 +5,7 @@ mistake does. A harness that cannot see a mistake it was built to catch proves n
 Each entry of ``MUST_SEE`` is a wrong strategy, what the harness must count of it, and how to
 read that from its tally.
 """
+import connections
 import statements
 import strategies as S
 
@@ -44,8 +45,17 @@ class IgnoresServerFlagsDatabase(S.SafeReconnectMySQLDatabase):
     counts as a transaction. After a kill, the rest of a procedure's transaction runs on a new
     connection in autocommit; after an implicit commit, the app is told nothing was applied."""
 
-    def _note(self, sql, kind):
-        self.record().used = True
+    def _connect(self):
+        conn = super()._connect()
+        self._records[conn].__class__ = FlagsIgnoredRecord  # its record learns nothing from the server
+        return conn
+
+
+class FlagsIgnoredRecord(connections.ConnectionRecord):
+    """The record of a connection of ``IgnoresServerFlagsDatabase``: a statement that succeeded only marks it used."""
+
+    def learn(self, sql, flags, inside_atomic):
+        self.used = True
 
 
 class RerunsAfterTimeoutDatabase(S.SafeReconnectMySQLDatabase):
