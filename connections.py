@@ -82,8 +82,11 @@ class ConnectionRecord:
             self.session += (held,)
 
     def learn_from_error(self, sql, inside_atomic):
-        """A statement that may commit (DDL) commits before it runs, and fails after: it may have committed."""
-        if (inside_atomic or self.transaction) and statements.may_end_transaction(sql):
+        """A statement that may commit (DDL) commits before it runs, and fails after: it may have committed.
+        Not a ``COMMIT`` or ``ROLLBACK`` the server answered with an error (Galera's 1213 at ``COMMIT``):
+        it committed nothing."""
+        if (inside_atomic or self.transaction) and statements.may_end_transaction(sql) \
+                and not statements.controls_transaction(sql):
             self.partly_committed = True
 
 
