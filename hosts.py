@@ -8,17 +8,28 @@ import MySQLdb
 from errors import NOT_READY
 
 
+# One round trip: read-only or not, and, on a Galera node, whether it is part of the cluster (a node
+# cut off from the others still answers what touches no table, this too, and refuses the rest: 1047).
+WRITABLE = ("SELECT @@read_only, @@wsrep_on, "
+            "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_READY')")
+UNKNOWN_VARIABLE = 1193  # a server without Galera's variables (MySQL's own)
+
+
 def takes_writes(conn):
-    """True when the server of a driver connection takes writes: ``@@read_only`` is off, and it
-    answers at all (a Galera node outside the primary component refuses every statement: 1047)."""
+    """True when the server of a driver connection takes writes: ``@@read_only`` is off, and a
+    Galera node (``@@wsrep_on``) is ready (``wsrep_ready``: in the cluster's primary component)."""
     cursor = conn.cursor()
     try:
-        cursor.execute("SELECT @@read_only")
+        cursor.execute(WRITABLE)
     except MySQLdb.OperationalError as error:
         if error.args[0] == NOT_READY:
             return False
-        raise
-    return not cursor.fetchone()[0]
+        if error.args[0] != UNKNOWN_VARIABLE:
+            raise
+        cursor.execute("SELECT @@read_only")
+        return not cursor.fetchone()[0]
+    read_only, galera, ready = cursor.fetchone()
+    return not read_only and (not galera or ready == "ON")
 
 
 def connect_to_writable(hosts, connect):

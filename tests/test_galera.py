@@ -66,7 +66,7 @@ def test_a_certification_conflict_is_1213_at_commit_and_run_transaction_runs_it_
 def test_a_node_cut_off_runs_nothing_says_1047_and_haproxy_sends_it_no_connection(cluster):
     galera.isolate("g3")
     try:
-        cut_off = on("g3")
+        cut_off = S.database(port=galera.port_of("g3"))  # the course's plain database: errors as they come
         assert cut_off.execute_sql("SELECT 1").fetchone() == (1,)  # a statement that touches no table runs
         for statement in (COUNT, "INSERT INTO galera_test VALUES (20, 7)"):
             with pytest.raises(S.OperationalError) as refused:
@@ -87,6 +87,20 @@ def test_a_node_cut_off_runs_nothing_says_1047_and_haproxy_sends_it_no_connectio
     back = on("g3", init_command="SET SESSION wsrep_sync_wait = 1")
     assert back.execute_sql(COUNT, (8,)).fetchone()[0] == 1  # caught up
     back.close_all()
+
+
+def test_the_safe_reconnect_moves_a_refused_statement_to_a_node_in_the_cluster(cluster):
+    nodes = [("127.0.0.1", galera.port_of(name)) for name in ("g3", "g1")]
+    db = on("g3", hosts=nodes, reconnect_timeout=5)
+    assert db.execute_sql("SELECT @@port").fetchone()[0] == galera.port_of("g3")  # g3 first, while it is in
+    galera.isolate("g3")
+    try:
+        db.execute_sql("INSERT INTO galera_test VALUES (40, 11)")  # 1047 on g3: nothing ran; run again where taken
+        assert db.execute_sql("SELECT @@port").fetchone()[0] == galera.port_of("g1")
+        assert db.execute_sql(COUNT, (11,)).fetchone()[0] == 1  # once
+    finally:
+        galera.isolate("g3", cut=False)
+        db.close_all()
 
 
 def test_a_killed_node_started_again_catches_up(cluster):
