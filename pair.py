@@ -281,6 +281,14 @@ def _apply_what_it_received(name, seconds=20):
         raise PairError(f"node {name} did not apply what it had received ({received}) within {seconds} s")
 
 
+def wait_until_caught_up(seconds=20):
+    """Wait until the replica has applied everything the primary has written so far."""
+    (written,), = _run(primary(), "SELECT @@gtid_binlog_pos")
+    (waited,), = _run(replica(), f"SELECT MASTER_GTID_WAIT('{written}', {int(seconds)})")
+    if waited != 0:
+        raise PairError(f"the replica did not catch up with the primary ({written}) within {seconds} s")
+
+
 def failover(promote_after=0.0):
     """The primary dies; ``promote_after`` seconds later the replica is promoted (while it is not,
     no node takes writes, and HAProxy has none to send a connection to).

@@ -70,6 +70,7 @@ class Faults:
             pair.failover(promote_after=0.5)
             pair.rejoin()
         elif fault == "failover_cut_off":
+            pair.wait_until_caught_up()  # what came before reached the replica: only what follows is cut off
             self.replica_cut = faults.LinkCutter(port=pair.port_of(pair.primary()))
             pair.repoint_replication(self.replica_cut.port)
             self.replica_cut.drop_silently()  # the failover comes at the end of the next batch

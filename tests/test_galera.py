@@ -20,6 +20,10 @@ def cluster():
         db = S.database(S.SafeReconnectMySQLDatabase, port=galera.proxy_port())
         db.execute_sql("CREATE TABLE galera_test (id INT PRIMARY KEY, request_id INT NOT NULL)")
         db.close_all()
+        for name in galera.NAMES:  # each node has applied it: a read that waits for the cluster
+            waiting = on(name, init_command="SET SESSION wsrep_sync_wait = 1")
+            waiting.execute_sql("SELECT COUNT(*) FROM galera_test")
+            waiting.close_all()
         yield
 
 
