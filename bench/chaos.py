@@ -117,7 +117,7 @@ class Tally:
 LONGEST_STRIKE = max(CUT_OFF_WRITES, *(len(kinds) for kinds in ALL_DURING.values()))
 
 
-def plan(requests, seed, fault_every=35, cluster=False):
+def plan(requests, seed, fault_every=35, cluster=False, only=None):
     """The run's schedule: a list of ``(kind of request, fault or None)``, and, between them,
     ``(None, fault)`` for a fault between batches.
 
@@ -128,6 +128,7 @@ def plan(requests, seed, fault_every=35, cluster=False):
     write, a raw transaction and a read through the view; a kill between two statements each
     kind of transaction. A failover while the replica is cut off (``cluster`` the pair's) comes
     before ``CUT_OFF_WRITES`` writes, and ends their batch; ``cluster="galera"`` has its own faults.
+    ``only``: these kinds of fault, and no others.
     """
     rng = random.Random(seed)
     if cluster == "galera":
@@ -136,6 +137,7 @@ def plan(requests, seed, fault_every=35, cluster=False):
         faults_here = CLUSTER_FAULTS
     else:
         faults_here = FAULTS if config.LOCAL_SERVER else [f for f in FAULTS if f != "restart"]
+    faults_here = [fault for fault in faults_here if only is None or fault in only]
     room = max(1, fault_every - LONGEST_STRIKE + 1)
     at = {slot * fault_every + rng.randrange(room) for slot in range(requests // fault_every)}
     steps, bag, struck = [], [], []
@@ -301,11 +303,12 @@ def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, t
     return tallies
 
 
-def self_check(requests=300, seed=1, fault_every=10):
-    """Run the deliberately wrong strategies (``bench/wrong.py``); True when the counts show
-    what each does wrong."""
+def self_check(requests=60, seed=1, fault_every=10):
+    """Run the deliberately wrong strategies (``bench/wrong.py``), each under the faults its mistake
+    meets (``wrong.FAULTS``); True when the counts show what each does wrong."""
     seen = True
-    for tally in run_all(requests, seed, fault_every, names=list(wrong.MUST_SEE)):
+    for name, needed in wrong.FAULTS.items():
+        tally = run(name, plan(requests, seed, fault_every, only=needed))
         for what, count in wrong.MUST_SEE[tally.name]:
             print(f"{tally.name:27} {what}: {count(tally)} (must be > 0)")
             seen = seen and count(tally) > 0

@@ -85,6 +85,14 @@ def _count(tally, kind, what):
     return tally.by_kind.get(kind, {}).get(what, 0)
 
 
+# wrong strategy -> the faults its mistake meets (each comes in the run at least once in every two slots)
+FAULTS = {
+    AcksDropped.name: ["cut_before_insert", "cut_after_insert"],
+    WritesTwice.name: ["cut_after_insert"],
+    SelectsAreReads.name: ["cut_after_insert"],
+    IgnoresServerFlags.name: ["kill_in_transaction"],
+    RerunsAfterTimeout.name: ["read_timeout"],
+}
 # wrong strategy -> [(what the harness must count, that count from its tally), ...]: each must be > 0
 MUST_SEE = {
     AcksDropped.name: [("acknowledged writes lost", lambda t: t.lost)],
