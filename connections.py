@@ -138,16 +138,18 @@ class CourseMySQLDatabase(MySQLdbDatabase):
         self._records[conn] = record
         return conn
 
-    def record(self):
-        """The record of the calling thread's connection, or None when it has none open. (The last
-        one found is kept in the thread's state beside its connection: a look-up saved per statement.)"""
+    def connect(self, reuse_if_open=False):
+        """peewee's ``connect()``; the new connection's record is kept beside it, in the thread's
+        state, so that finding it costs no look-up."""
+        opened = super().connect(reuse_if_open)
         state = self._state
-        if state.closed:
-            return None
-        found = getattr(state, "found", None)
-        if found is None or found[0] is not state.conn:
-            found = state.found = (state.conn, self._records.get(state.conn))
-        return found[1]
+        state.record = self._records.get(state.conn)
+        return opened
+
+    def record(self):
+        """The record of the calling thread's connection, or None when it has none open."""
+        state = self._state
+        return None if state.closed else state.record
 
     def too_old(self):
         """True when this thread's connection is past its retirement (``max_age``, less a little jitter)."""

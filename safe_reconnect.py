@@ -97,7 +97,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         """Send ``sql`` (with ``send()``, else as a statement with ``params``); after a failure, do
         what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
         state = self._state  # peewee's, of this thread
-        record, failure, retried, pauses = self.record(), None, "no", None
+        record, failure, retried, pauses = None if state.closed else state.record, None, "no", None
         if record is not None and record.lost_insert_id and statements.may_read_insert_id(sql):
             raise SessionLost(SERVER_GONE, "this request's INSERT ran on a connection that was lost since, and its "
                                            "LAST_INSERT_ID() went with it: not run, since it may read that")
@@ -121,7 +121,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 self._after_failure(situation, error, pauses)
                 record, retried = self.record(), "yes"
                 continue
-            record = record or self.record()
+            record = record or state.record  # connected as it was sent
             flags = record.flags.value if record.flags else record.server_status(state.conn)
             record.learn(sql, flags, bool(state.transactions))  # inside peewee's atomic() or not
             return result
