@@ -11,9 +11,8 @@ def test_the_chaos_run_on_galera_loses_nothing_and_writes_nothing_twice_with_the
                            cluster="galera")
     assert tally.replication == "galera" and set(tally.faults_by_kind) == set(clusters.GALERA_FAULTS)
     assert tally.lost == 0 and tally.duplicates == 0 and tally.torn == 0
-    # atomic()'s 1213 was run again by run_transaction (or never came); the raw transaction, begun by hand with
-    # no run_transaction around it, may be told its 1213 as it is: nothing of it applied (torn and lost stay 0)
-    assert tally.failed_by_fault.get("conflict", 0) <= 1
+    # (atomic()'s 1213 is run again by run_transaction: test_galera.py shows it, one conflict at a time; here a
+    # failure is charged to the last fault before it, whatever failed it, so its count proves nothing of that)
     # said, not hidden: outcomes unknown, transactions lost, a session a procedure's CALL may have left state in
     # (SessionLost), a read the client gave up on, the raw transaction's 1213
     assert set(tally.errors_by_kind) <= {"OutcomeUnknown", "TransactionLost", "SessionLost", "OperationalError"}
