@@ -111,6 +111,25 @@ def request_table(name):
         admin.close_all()
 
 
+@pytest.fixture
+def safe(server_up):
+    """A database of the safe reconnect's; its connections closed after."""
+    import strategies
+
+    db = strategies.database(strategies.SafeReconnectMySQLDatabase)
+    yield db
+    db.close_all()
+
+
+def kill_and_wait(db):
+    """``KILL`` the calling thread's connection of ``db``, and wait until the server has let it go."""
+    import faults
+    import strategies
+
+    faults.kill(strategies.connection_id(db))
+    faults.wait_until_closed([strategies.connection_id(db)])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

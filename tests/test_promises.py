@@ -12,7 +12,7 @@ import pytest
 import faults
 import measuring
 import strategies as S
-from conftest import ROOT, request_table
+from conftest import ROOT, kill_and_wait, request_table
 
 INSERT = "INSERT INTO test_promise (request_id) VALUES (%s)"
 
@@ -21,13 +21,6 @@ INSERT = "INSERT INTO test_promise (request_id) VALUES (%s)"
 def rows(server_up):
     with request_table("test_promise") as count:
         yield count
-
-
-@pytest.fixture
-def safe(server_up):
-    db = S.database(S.SafeReconnectMySQLDatabase)
-    yield db
-    db.close_all()
 
 
 @pytest.fixture
@@ -46,11 +39,6 @@ def routines(rows):
     admin.close_all()
 
 
-def kill_between(db):
-    faults.kill(S.connection_id(db))
-    faults.wait_until_closed([S.connection_id(db)])
-
-
 @pytest.mark.parametrize("read", ["SELECT * FROM noted", "SELECT 1 /*!100000 , note_it(1) */", "SELECT note_it/**/(1)"])
 def test_a_read_that_writes_is_never_run_twice(routines, rows, read):
     with faults.LinkCutter() as link:
@@ -66,7 +54,7 @@ def test_a_read_that_writes_is_never_run_twice(routines, rows, read):
 def test_a_transaction_a_procedure_began_is_never_continued_on_a_new_connection(routines, rows, safe):
     safe.execute_sql("CALL open_and_insert(2)")
     assert safe.open_transaction()  # the server said so: the text "CALL" does not
-    kill_between(safe)
+    kill_and_wait(safe)
     with pytest.raises(S.TransactionLost):
         safe.execute_sql(INSERT, (2,))
     safe.execute_sql("COMMIT")  # on a new connection: commits nothing
@@ -78,7 +66,7 @@ def test_commit_and_chain_keeps_the_transaction_open(rows, safe):
     safe.execute_sql(INSERT, (3,))
     safe.execute_sql("COMMIT AND CHAIN")
     safe.execute_sql(INSERT, (3,))
-    kill_between(safe)
+    kill_and_wait(safe)
     with pytest.raises(S.TransactionLost):
         safe.execute_sql(INSERT, (3,))
     assert rows(3) == 1  # the first, committed by the chain; the second rolled back with the connection
@@ -91,7 +79,7 @@ def test_an_implicit_commit_inside_a_transaction_is_never_called_lost(rows, safe
         runs.append(1)
         db.execute_sql(INSERT, (4,))
         db.execute_sql("CREATE TABLE IF NOT EXISTS test_promise_side (a INT)")  # commits what came before
-        kill_between(db)
+        kill_and_wait(db)
         db.execute_sql(INSERT, (4,))
 
     try:
@@ -106,7 +94,7 @@ def test_a_user_variable_set_under_table_locks_is_not_forgotten(rows, safe):
     safe.execute_sql("LOCK TABLES test_promise WRITE")
     safe.execute_sql("SET @cart = 3")
     safe.execute_sql("UNLOCK TABLES")
-    kill_between(safe)
+    kill_and_wait(safe)
     with pytest.raises(S.SessionLost, match="SET @cart"):
         safe.execute_sql("SELECT @cart")  # not NULL from a new session, without a word
 
@@ -114,7 +102,7 @@ def test_a_user_variable_set_under_table_locks_is_not_forgotten(rows, safe):
 @pytest.mark.parametrize("reader", ["SELECT LAST_INSERT_ID()", "SHOW WARNINGS", "SELECT ROW_COUNT()"])
 def test_what_a_statement_left_for_the_next_is_not_read_from_a_new_session(rows, safe, reader):
     safe.execute_sql(INSERT, (5,))
-    kill_between(safe)
+    kill_and_wait(safe)
     with pytest.raises(S.SessionLost):
         safe.execute_sql(reader)  # a new session would answer 0, or nothing
 
@@ -123,7 +111,7 @@ def test_a_new_request_may_read_its_own_session_on_a_new_connection(rows, server
     strategy = S.SafeReconnect()
     with strategy.request() as db:
         db.execute_sql(INSERT, (6,))
-    kill_between(strategy.db)
+    kill_and_wait(strategy.db)
     with strategy.request() as db:  # nothing of this request was on the old connection
         assert db.execute_sql("SELECT LAST_INSERT_ID()").fetchone()[0] == 0
     strategy.close()
@@ -153,7 +141,7 @@ def test_the_bound_counts_every_host_walked(server_up):
         strategy = S.SafeReconnect(db)
         assert measuring.attempt(strategy, measuring.select_one).ok  # connected directly; from now on ...
         db.hosts = [listener.getsockname() for listener in mute]  # ... every reconnect walks three hosts
-        kill_between(db)
+        kill_and_wait(db)
         started = time.monotonic()
         assert not measuring.attempt(strategy, measuring.select_one).ok
         took = time.monotonic() - started
@@ -210,14 +198,14 @@ def test_an_apps_own_connection_hook_needs_no_call_to_the_parents(server_up):
     db = S.database(SettingsDatabase)
     assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"
     assert db.session_state() is None  # given to every connection: nothing a new one would lack
-    kill_between(db)
+    kill_and_wait(db)
     assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # found dead before sending, replaced
     db.close_all()
 
 
 def test_after_a_reconnect_only_what_may_read_the_lost_insert_id_is_refused(rows, safe):
     safe.execute_sql(INSERT, (7,))
-    kill_between(safe)
+    kill_and_wait(safe)
     safe.execute_sql("SELECT 1")  # found dead before sending: run on a new connection
     safe.execute_sql("CREATE TABLE IF NOT EXISTS test_promise_side (a INT)")  # reads nothing of the session
     safe.execute_sql("DROP TABLE test_promise_side")

@@ -10,7 +10,7 @@ from peewee import ProgrammingError
 import faults
 import measuring
 import strategies as S
-from conftest import request_table
+from conftest import kill_and_wait, request_table
 
 INSERT = "INSERT INTO test_review (request_id) VALUES (%s)"
 
@@ -19,18 +19,6 @@ INSERT = "INSERT INTO test_review (request_id) VALUES (%s)"
 def rows(server_up):
     with request_table("test_review") as count:
         yield count
-
-
-@pytest.fixture
-def safe(server_up):
-    db = S.database(S.SafeReconnectMySQLDatabase)
-    yield db
-    db.close_all()
-
-
-def kill_between(db):
-    faults.kill(S.connection_id(db))
-    faults.wait_until_closed([S.connection_id(db)])
 
 
 # Promise: "never runs a statement on a new connection without the session state it relied on".
@@ -42,7 +30,7 @@ def test_last_insert_id_after_a_silent_reconnect_earlier_in_the_request(rows, se
     try:
         with strategy.request() as db:
             db.execute_sql(INSERT, (1,))
-            kill_between(db)
+            kill_and_wait(db)
             db.execute_sql("SELECT COUNT(*) FROM test_review")  # not sent: reconnected and run again, rightly
             with pytest.raises(S.SessionLost):
                 db.execute_sql("INSERT INTO test_review (request_id) VALUES (LAST_INSERT_ID())")
@@ -71,7 +59,7 @@ def test_max_age_does_not_retire_a_connection_in_the_middle_of_a_request(rows, s
 # autocommit, COMMIT commits nothing, and half the transaction is applied. With a tail that
 # arrives later (DO SLEEP), the liveness check takes it for a hang-up and does the same with no fault.
 @pytest.mark.parametrize("opening,fault", [
-    ("DO 0; START TRANSACTION; INSERT INTO test_review SET request_id = 3", kill_between),
+    ("DO 0; START TRANSACTION; INSERT INTO test_review SET request_id = 3", kill_and_wait),
     ("DO 0; START TRANSACTION; INSERT INTO test_review SET request_id = 3; DO SLEEP(0.2)", lambda db: time.sleep(0.4)),
 ])
 def test_a_transaction_begun_inside_a_multi_statement_string_is_not_continued(rows, server_up, opening, fault):
@@ -81,7 +69,7 @@ def test_a_transaction_begun_inside_a_multi_statement_string_is_not_continued(ro
     refusing.close_all()
     safe = S.database(S.SafeReconnectMySQLDatabase, multi_statements=True)  # asked for: its flags are not the last
     safe.execute_sql(opening)
-    killed = fault(safe) is None and fault is kill_between
+    killed = fault(safe) is None and fault is kill_and_wait
     if killed:
         with pytest.raises((S.TransactionLost, S.SessionLost)):
             safe.execute_sql(INSERT, (3,))
@@ -164,7 +152,7 @@ def test_a_failed_ddl_that_committed_is_not_called_lost(rows, safe):
         except S.OperationalError:
             pass  # "it is not there: fine"
         if len(runs) == 1:
-            kill_between(db)
+            kill_and_wait(db)
         db.execute_sql(INSERT, (6,))
 
     with pytest.raises(S.OutcomeUnknown):
@@ -180,7 +168,7 @@ def test_a_prepared_xa_transaction_is_not_called_lost(rows, safe):
     safe.execute_sql(INSERT, (7,))
     safe.execute_sql("XA END 'review'")
     safe.execute_sql("XA PREPARE 'review'")
-    kill_between(safe)
+    kill_and_wait(safe)
     try:
         with pytest.raises(S.OperationalError) as raised:
             safe.execute_sql("XA COMMIT 'review'")
@@ -200,7 +188,7 @@ def test_a_prepared_xa_transaction_is_not_called_lost(rows, safe):
 # app counted on being refused is committed.
 def test_the_next_transactions_characteristics_are_not_forgotten(rows, safe):
     safe.execute_sql("SET TRANSACTION READ ONLY")
-    kill_between(safe)
+    kill_and_wait(safe)
     with pytest.raises(S.SessionLost):
         safe.execute_sql("START TRANSACTION")
         safe.execute_sql(INSERT, (8,))  # today: committed; on the old connection, 1792 read-only
@@ -235,7 +223,7 @@ def test_the_bound_holds_when_reconnects_hang(server_up):
                         write_timeout=1, reconnect_timeout=1)
         strategy = S.SafeReconnect(db)
         assert measuring.attempt(strategy, measuring.select_one).ok
-        kill_between(db)
+        kill_and_wait(db)
         link.drop_silently(new_connections=True)  # the network goes as the connection is killed
         started = time.monotonic()
         assert not measuring.attempt(strategy, measuring.select_one).ok
@@ -299,7 +287,7 @@ def test_a_commit_that_reopens_a_transaction_inside_atomic_is_not_called_lost(ro
         db.execute_sql(INSERT, (11,))
         db.execute_sql(middle)  # commits the insert, and a new transaction is open at once
         if len(runs) == 1:
-            kill_between(db)
+            kill_and_wait(db)
         db.execute_sql(INSERT, (11,))
 
     try:

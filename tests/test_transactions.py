@@ -20,13 +20,6 @@ def rows(server_up):
         yield count
 
 
-@pytest.fixture
-def safe(server_up):
-    db = S.database(S.SafeReconnectMySQLDatabase)
-    yield db
-    db.close_all()
-
-
 def kill_between(db):
     faults.kill(S.connection_id(db))
     time.sleep(0.1)
