@@ -155,9 +155,13 @@ def start():
     alone = localdb.Instance(HOME / NAMES[0], port_of(NAMES[0]))  # g1, before it is a node: the accounts
     alone.start()  # the course's user and schema
     user = f"IDENTIFIED BY '{SST_PASSWORD}'"
+    # The state-transfer script's own account, not the course's: every node here joins by IST (a copy
+    # of the founder's data, or its own recovered position), for which the script only sets the
+    # joiner's position (SET GLOBAL wsrep_start_position, RESET MASTER): SUPER and RELOAD, nothing on
+    # any schema. A whole copy (SST) would need every privilege; it is never made here.
     admin(NAMES[0], f"CREATE USER '{haproxy.CHECK_USER}'@'127.0.0.1'",
-          f"CREATE USER '{SST_USER}'@'localhost' {user}", f"GRANT ALL ON *.* TO '{SST_USER}'@'localhost'",
-          f"CREATE USER '{SST_USER}'@'127.0.0.1' {user}", f"GRANT ALL ON *.* TO '{SST_USER}'@'127.0.0.1'")
+          f"CREATE USER '{SST_USER}'@'localhost' {user}", f"GRANT SUPER, RELOAD ON *.* TO '{SST_USER}'@'localhost'",
+          f"CREATE USER '{SST_USER}'@'127.0.0.1' {user}", f"GRANT SUPER, RELOAD ON *.* TO '{SST_USER}'@'127.0.0.1'")
     alone.stop()
     for name in NAMES[1:]:
         shutil.copytree(alone.data, node(name).data)
