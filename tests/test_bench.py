@@ -8,7 +8,7 @@ import pytest
 from bench import chaos, overhead, wrong
 from conftest import ROOT
 
-REQUESTS, SEED, EVERY, READ_TIMEOUT = 100, 3, 10, 1  # chapter 09's run: each kind of fault once
+REQUESTS, SEED, EVERY, READ_TIMEOUT = 100, 3, 10, 1  # chapter 12's run: each kind of fault once
 
 
 @pytest.fixture(scope="module")
