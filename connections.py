@@ -53,7 +53,8 @@ class ConnectionRecord:
         return self.flags.value if self.flags is not False else server_flags.read(conn)
 
     def learn(self, sql, flags, inside_atomic):
-        """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text shows."""
+        """What the server's status ``flags`` after ``sql`` (which succeeded) tell, and what its text
+        shows; ``inside_atomic``: true inside peewee's ``atomic()`` (its list of open blocks will do)."""
         self.used = True
         text = statements.reading(sql)
         if text.inserts:
@@ -62,6 +63,7 @@ class ConnectionRecord:
             if text.state and text.state not in self.session:  # the usual case: no transaction, before or after
                 self.session += (text.state,)
             return
+        inside_atomic = bool(inside_atomic)
         self.more_results = more = bool(flags & MORE_RESULTS)  # then what the rest of it does is unknown yet
         open_now = flags & IN_TRANSACTION or not flags & AUTOCOMMIT or more  # with autocommit off, always open
         if (inside_atomic or self.transaction) and text.may_commit and (inside_atomic or not text.controls):

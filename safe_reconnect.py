@@ -7,11 +7,14 @@ statement the server's status flags say whether a transaction is open and whethe
 changed (``server_flags.py``); what may run twice, the app declares (``idempotent()``);
 what the text of a statement shows is read, conservatively, in ``statements.py``.
 """
+import logging
 import threading
 import time
 from contextlib import contextmanager
 
-from peewee import OperationalError
+import MySQLdb
+
+from peewee import OperationalError, __exception_wrapper__
 
 import rule
 import statements
@@ -19,11 +22,25 @@ from connections import CourseMySQLDatabase, close_quietly
 from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT, NOT_SENT, REFUSED, SERVER_GONE,
                     SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from reconnecting import ReconnectingMySQLDatabase
+from server_flags import AUTOCOMMIT
+from statements import QUIET
 
 _execute = CourseMySQLDatabase.execute_sql  # peewee's own
+_peewee_log = logging.getLogger("peewee")
 RAISED = {rule.OUTCOME_UNKNOWN: OutcomeUnknown, rule.TRANSACTION_LOST: TransactionLost, rule.SESSION_LOST: SessionLost}
 WORST_FIRST = ["timed out", "lost", "refused", "not sent"]  # after a retry, the failure is the worse of the two
 TIMED_OUT_AT = 0.95  # a loss this far into read_timeout is the client giving up, not the server hanging up
+
+
+def _as_peewee_error(error):
+    """The driver's error as peewee's ``execute_sql`` raises it (``peewee.OperationalError``, ...)."""
+    if not isinstance(error, MySQLdb.Error):
+        return error  # peewee's already, or not the database's
+    try:
+        with __exception_wrapper__:
+            raise error
+    except Exception as wrapped:
+        return wrapped
 
 
 class ServerHungUp(OperationalError):
@@ -55,8 +72,9 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
 
     def new_request(self):
         """A request starts: what earlier requests' statements left (``LAST_INSERT_ID()``) is not its own."""
-        record = self.record()
-        if record is not None:
+        here = self._state.__dict__  # one look-up: see _run()
+        if not here["closed"]:
+            record = here["record"]
             record.used = record.inserted = record.lost_insert_id = False
 
     def open_transaction(self):
@@ -96,8 +114,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     def _run(self, sql, params=None, send=None, kind=None):
         """Send ``sql`` (with ``send()``, else as a statement with ``params``); after a failure, do
         what the rule says. Until a statement fails, nothing is worked out that only a failure needs."""
-        state = self._state  # peewee's, of this thread
-        record, failure, retried, pauses = None if state.closed else state.record, None, "no", None
+        here = self._state.__dict__  # peewee's state of this thread: one look-up, where each attribute costs one
+        record, failure, retried, pauses = None if here["closed"] else here["record"], None, "no", None
         if record is not None and record.lost_insert_id and statements.may_read_insert_id(sql):
             raise SessionLost(SERVER_GONE, "this request's INSERT ran on a connection that was lost since, and its "
                                            "LAST_INSERT_ID() went with it: not run, since it may read that")
@@ -107,10 +125,17 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 if record is not None:  # else peewee connects as the statement is sent
                     if record.dead or not record.more_results and record.poller.poll(0):  # results to come: readable
                         raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
-                    if started > record.retire_at:
-                        self._retire_if_unneeded(record)
-                result = _execute(self, sql, params) if send is None else send()
+                    if started > record.retire_at and self._retire_if_unneeded(record):
+                        record = None
+                if send is not None:
+                    result = send()
+                elif record is None or self.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
+                    result = _execute(self, sql, params)  # peewee connects, logs the statement, calls its hooks
+                else:  # what peewee's execute_sql does then, less its layers: errors are wrapped below
+                    result = here["conn"].cursor()
+                    result.execute(sql, params or ())
             except Exception as error:
+                error = _as_peewee_error(error)
                 how = self._failure(error, started)
                 if how is None:
                     raise self._not_the_rules(sql, error)
@@ -121,9 +146,13 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 self._after_failure(situation, error, pauses)
                 record, retried = self.record(), "yes"
                 continue
-            record = record or state.record  # connected as it was sent
-            flags = record.flags.value if record.flags else record.server_status(state.conn)
-            record.learn(sql, flags, bool(state.transactions))  # inside peewee's atomic() or not
+            record = record or here["record"]  # connected as it was sent
+            flags = record.flags.value if record.flags else record.server_status(here["conn"])
+            if flags == AUTOCOMMIT and sql in QUIET and not (record.transaction or record.more_results
+                                                              or here["transactions"]):  # nor peewee's atomic()
+                record.used = True  # the usual case: nothing to learn (see ConnectionRecord.learn)
+            else:
+                record.learn(sql, flags, here["transactions"])
             return result
 
     execute_sql = _run  # every statement; begin() and commit() call _run too
@@ -140,6 +169,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         state; peewee connects anew as the statement is sent."""
         if not (self.in_transaction() or record.transaction or record.session or record.used):
             close_quietly(self)
+            return True
+        return False
 
     def _failure(self, error, started):
         """How a statement failed, as the rule's ``failure``; None for an error the rule is not for."""

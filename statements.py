@@ -73,7 +73,8 @@ _TRANSACTION_CONTROL = re.compile(r"\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBAC
 
 _TABLE_FROM_SELECT = re.compile(r"^\s*CREATE\b[^(]*?\bTABLE\b.*\bSELECT\b", re.S)  # CREATE TABLE t AS SELECT f()
 
-_remembered = lru_cache(maxsize=4096)
+REMEMBERED = 4096  # distinct statements whose readings are kept
+_remembered = lru_cache(maxsize=REMEMBERED)
 
 
 @_remembered
@@ -249,11 +250,20 @@ class Reading(NamedTuple):
     inserts: bool
 
 
+# Statements read so far whose text leaves nothing behind (no insert id, no session state, no XA):
+# after one of them, with no transaction before or after, a connection's record has nothing to learn,
+# and the success path finds that out with one look-up (no call). Bounded, as the readings are.
+QUIET = set()
+
+
 @_remembered
 def reading(sql):
     """Every reading a successful statement needs, at once (one look-up of what is remembered)."""
-    return Reading(may_end_transaction(sql), controls_transaction(sql), xa_change(sql), state_left(sql),
+    text = Reading(may_end_transaction(sql), controls_transaction(sql), xa_change(sql), state_left(sql),
                    only_sets_autocommit(sql), inserts(sql))
+    if not (text.inserts or text.state or text.xa) and len(QUIET) < REMEMBERED:
+        QUIET.add(sql)
+    return text
 
 
 def describe(sql, width=60):

@@ -214,3 +214,30 @@ def test_after_a_reconnect_only_what_may_read_the_lost_insert_id_is_refused(rows
             safe.execute_sql(reader)  # the new session would answer 0
     safe.execute_sql(INSERT, (7,))  # a new id, this connection's own
     assert safe.execute_sql("SELECT LAST_INSERT_ID()").fetchone()[0] > 0
+
+
+def test_errors_logging_and_hooks_are_peewees_own_on_the_short_path(safe, rows, caplog):
+    """The safe reconnect sends a statement itself, not through peewee's ``execute_sql`` (its layers
+    cost more than the rule does): the errors, the debug log and the query hooks are peewee's still."""
+    import logging
+
+    import peewee
+
+    plain = S.database()
+    plain.execute_sql("INSERT INTO test_promise (id, request_id) VALUES (1, 1)")
+    errors = []
+    for db in (plain, safe):
+        with pytest.raises(peewee.PeeweeException) as raised:
+            db.execute_sql("INSERT INTO test_promise (id, request_id) VALUES (1, 1)")  # a duplicate key
+        errors.append((type(raised.value), raised.value.args[1:], type(raised.value.__context__)))
+    assert errors[0] == errors[1] and errors[0][0] is peewee.IntegrityError, errors
+    with pytest.raises(peewee.ProgrammingError):
+        safe.execute_sql("SELEC 1")
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        safe.execute_sql("SELECT 42")
+    assert ("SELECT 42", None) in [record.msg for record in caplog.records]
+    seen = []
+    safe.query_hooks.append(lambda event: seen.append(event.sql))
+    safe.execute_sql("SELECT 43")
+    assert seen == ["SELECT 43"]
+    plain.close_all()
