@@ -7,7 +7,7 @@ not a secret.
 
 To use a MySQL or MariaDB server of your own, set ``DB_HOST`` (and whichever
 others differ) before starting JupyterLab. Then the local server is left alone,
-and the demos that would restart a server say that they are skipped.
+and the demos that would restart it cut your own connections instead (see ``faults.py``).
 """
 import os
 

@@ -108,19 +108,40 @@ def wait_until_closed(connection_ids, port=None, timeout=10, over=None):
 
 
 def restart_server():
-    """Restart the local server, cutting every connection; with your own server, say it is skipped."""
+    """Restart the local server, cutting every connection. A server of your own (a shared one) is
+    never restarted: every connection of the course's user is cut instead, which is what a
+    restart does to them (the first query on each meets 2013, the next 2006)."""
     if not config.LOCAL_SERVER:
-        return "skipped: DB_HOST points at your own server, and the course does not restart it"
+        ids = connections_of_the_course_user()
+        kill_all(ids)
+        wait_until_closed(ids)  # as after a restart: gone by the time this returns
+        return SHARED_RESTART
     localdb.restart()
     return "server restarted"
 
 
+#: What ``restart_server()`` says on a server of your own; sanitize.cfg reads it as "server restarted"
+SHARED_RESTART = "your connections cut, as a restart cuts them (a server of your own is never restarted)"
+
+
 @contextmanager
-def server_down(seconds):
+def server_down(seconds, behind=None):
     """Stop the local server as the block starts and start it again ``seconds`` later, in the
-    background; the block ends when the server is back. Yields what happened, in words."""
+    background; the block ends when the server is back. Yields what happened, in words.
+
+    A server of your own (a shared one) is never stopped: with ``behind``, the ``LinkCutter`` the
+    client connects through, that relay plays a stopped server instead, for the same ``seconds``
+    (it hangs up its connections, and every new one at once, as it does in front of a stopped
+    server); without one, the block runs with the server up, and what it yields says "skipped"."""
     if not config.LOCAL_SERVER:
-        yield "skipped: DB_HOST points at your own server, and the course does not stop it"
+        if behind is None:
+            yield "skipped: DB_HOST points at your own server, and the course does not stop it"
+            return
+        behind.play_a_stopped_server(seconds)
+        try:
+            yield SHARED_DOWN.format(seconds=seconds)
+        finally:
+            behind.wait_until_reachable()
         return
     localdb.stop()
     restart = threading.Timer(seconds, localdb.start)
@@ -129,6 +150,10 @@ def server_down(seconds):
         yield f"server stopped; it starts again in {seconds} s"
     finally:
         restart.join()
+
+
+#: What ``server_down(behind=...)`` says on a server of your own; sanitize.cfg reads it as the local line
+SHARED_DOWN = "the link to your server is down for {seconds} s (a server of your own is never stopped)"
 
 
 COM_QUERY = 3  # the MySQL protocol's command byte for a text statement
@@ -172,6 +197,7 @@ class LinkCutter:
         self._lock = threading.Lock()
         self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
         self._closed = False
+        self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut_next_reply(self, connection=None, statement=None, times=1):
@@ -188,6 +214,19 @@ class LinkCutter:
             else:
                 self._silenced.update(server for _, server in self._pairs.values())
             self._silence_new = self._silence_new or new_connections
+
+    def play_a_stopped_server(self, seconds):
+        """For ``seconds``, do what this relay does in front of a stopped server: hang up every
+        connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
+        with self._lock:
+            self._unreachable_until = time.monotonic() + seconds
+            pairs, self._pairs = list(self._pairs.values()), {}
+        for pair in pairs:
+            for end in pair:
+                _hang_up(end)
+
+    def wait_until_reachable(self):
+        time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
 
     def _forget_closed_pairs(self):
         self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
@@ -217,6 +256,9 @@ class LinkCutter:
                 client, (_, client_port) = self.listener.accept()
             except OSError:
                 return  # closed
+            if time.monotonic() < self._unreachable_until:
+                _hang_up(client)  # as in front of a stopped server
+                continue
             try:
                 server = socket.create_connection(self.target)
             except OSError:

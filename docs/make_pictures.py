@@ -5,14 +5,18 @@
 
     .venv/bin/python docs/make_pictures.py          # needs Chromium: `make pictures` installs it
 
-The app's answer to the browser's request is recorded and checked after each screenshot, so a
+The app's answer to the browser's request is recorded and checked before each screenshot, so a
 picture always shows what the app really answered: 2013 for the first request after the kill.
+Each picture is as large as the page's text, and no larger: the window is sized to it.
 """
 import argparse
-import subprocess
+import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from playwright.sync_api import sync_playwright
 
 import app
 import models
@@ -22,16 +26,35 @@ import strategies as S
 HERE = Path(__file__).resolve().parent
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars"]
+MARGIN = 8  # CSS pixels right of and below the text: the page's own margin on its left and top
+
+# Where the page's text ends, right and down, in CSS pixels: each text node's own boxes, not its
+# block's, which are as wide as the window
+TEXT_EXTENT = """() => {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let right = 0, bottom = 0;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const box of range.getClientRects()) {
+      right = Math.max(right, box.right);
+      bottom = Math.max(bottom, box.bottom);
+    }
+  }
+  return [Math.ceil(right), Math.ceil(bottom)];
+}"""
 
 
-def chromium(*args):
-    """Run headless Chromium once, with a fresh profile; its standard output."""
-    with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                                capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr[-2000:]}")
-    return result.stdout
+@contextmanager
+def chromium_page():
+    """A page of headless Chromium (the system's), with a fresh profile."""
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 class Recorder:
@@ -46,12 +69,17 @@ class Recorder:
         return [body]
 
 
-def picture(server, recorder, path, expected, out):
-    """Screenshot ``path`` of the app into ``out``; fail unless the app's answer held ``expected``."""
-    chromium(f"--screenshot={out}", "--window-size=900,260", server.url + path)
+def picture(page, server, recorder, path, expected, out):
+    """Screenshot ``path`` of the app into ``out``, the window cut to the page's text; fail unless
+    the app's answer held ``expected``."""
+    page.set_viewport_size({"width": 1200, "height": 600})
+    page.goto(server.url + path)
     answer = recorder.answers.get(path, "(no request)")
     if expected not in answer:
         raise RuntimeError(f"{path} answered {answer!r}, not {expected!r}")
+    right, bottom = page.evaluate(TEXT_EXTENT)
+    page.set_viewport_size({"width": right + MARGIN, "height": bottom + MARGIN})
+    page.screenshot(path=str(out))
     return out
 
 
@@ -64,11 +92,12 @@ def main(argv=None):
     recorder = Recorder(app.App(naive))
     server = app.Server(recorder, threads=1)  # the seed's app served one request at a time
     try:
-        picture(server, recorder, "/person/first", '{"id": 1, "firstname": "John", "surname": "Bob"}',
-                args.out / "person.png")
-        faults.kill_all(naive.connection_ids())  # the seed's `kill 30`: the app's one connection
-        picture(server, recorder, "/person/first", "(2013, 'Lost connection to server during query')",
-                args.out / "broken.png")
+        with chromium_page() as page:
+            picture(page, server, recorder, "/person/first", '{"id": 1, "firstname": "John", "surname": "Bob"}',
+                    args.out / "person.png")
+            faults.kill_all(naive.connection_ids())  # the seed's `kill 30`: the app's one connection
+            picture(page, server, recorder, "/person/first", "(2013, 'Lost connection to server during query')",
+                    args.out / "broken.png")
     finally:
         server.stop()
         naive.close()

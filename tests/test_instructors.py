@@ -151,3 +151,26 @@ def test_the_sanitizers_read_a_learner_on_a_remote_shared_server_as_the_course_u
     for mine, theirs in zip(committed, learners):
         assert "learner07" in theirs and sanitize(theirs) == sanitize(mine), theirs
     assert sanitize("learner1234 and learner07x") == "learner1234 and learner07x"  # only the command's names
+
+
+def test_the_guides_schedules_add_up_and_agree_with_the_readmes_workshop_times():
+    """Each session's table adds up to the minutes its heading gives, with setup slack in it; each
+    chapter's teach + exercise in the guide is the README's workshop time; and the two say the same
+    of how long make test takes."""
+    import re
+
+    guide, readme = (ROOT / "instructors" / "guide.md").read_text(), (ROOT / "README.md").read_text()
+    sessions = re.findall(r"The (\w+) session, (\d+) minutes:\n\n\| \1 session \| minutes \|\n\|---\|---\|\n"
+                          r"((?:\|.*\| \d+ \|\n)+)", guide)
+    assert [name for name, _, _ in sessions] == ["first", "second"]
+    for name, total, rows in sessions:
+        minutes = {row: int(value) for row, value in re.findall(r"^\| (.*) \| (\d+) \|$", rows, re.M)}
+        assert sum(minutes.values()) == int(total), name
+        assert any(row.startswith("setup slack") and value >= 10 for row, value in minutes.items()), name
+    taught = {chapter: int(teach) + int(exercise)
+              for chapter, teach, exercise in re.findall(r"^\| (\d\d\w?) \w[\w ]* \| (\d+) \| (\d+) \|", guide, re.M)}
+    in_readme = {chapter: int(time) for chapter, time in re.findall(r"^\| `(\d\d\w?)_\w+` \|.*\| (\d+) min \|$",
+                                                                   readme, re.M)}
+    assert taught == in_readme and len(taught) == 11
+    make_test = re.compile(r"`make test`[^.]*?about (\d+) s on 2 cores")
+    assert make_test.findall(guide) == make_test.findall(readme)[:1] != []

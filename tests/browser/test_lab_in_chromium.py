@@ -53,7 +53,13 @@ def test_00_setup_runs_in_jupyterlab(lab):
         browser.close()
 
 
-def test_the_seed_pictures_are_made_from_the_app(tmp_path):
+def test_the_seed_pictures_are_made_from_the_app_and_cropped_to_what_the_page_says(tmp_path):
+    from PIL import Image, ImageOps
+
     subprocess.run([str(ROOT / ".venv/bin/python"), "docs/make_pictures.py", "--out", str(tmp_path)], cwd=ROOT, check=True)
     for name in ("person.png", "broken.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(tmp_path / name) as made:
+            _, _, right, bottom = ImageOps.invert(made.convert("L")).point(lambda v: 255 if v > 128 else 0).getbbox()
+            blank = (made.width - right, made.height - bottom)  # right of and below the text (dark pixels)
+            assert all(0 < edge <= 12 for edge in blank), (name, made.size, blank)
