@@ -10,7 +10,7 @@ import os
 
 ASKED_BY_ENVIRONMENT = "COURSE_SOLUTIONS"
 NOT_RUN = ("The solution is not run, so that you can try the exercise first. To read it, open this cell "
-           "(click the bar on its left); to run it, change its first line to %%solution run")
+           "(in JupyterLab, click its ••• above); to run it, change its first line to %%solution run")
 
 
 def asked(line):

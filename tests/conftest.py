@@ -148,7 +148,8 @@ def running_lab(*make_args, seconds=90):
     port = free_port()
     lab = subprocess.Popen(["make", "lab", f"LAB_PORT={port}", *make_args], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                           env={**os.environ, "BROWSER": "true"})  # no browser to open in a test
+                           # no browser to open in a test; and a learner's kernels, that run no solution unasked
+                           env={**{k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}, "BROWSER": "true"})
     try:
         deadline = time.monotonic() + seconds
         for line in lab.stdout:
