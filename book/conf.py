@@ -133,8 +133,8 @@ class ErrorCodeIndex(SphinxTransform):
 
 
 class SolutionPrompt(SphinxTransform):
-    """The toggle of a collapsed cell says what it holds: "Solution" or "Hint" by the cell's first line,
-    rather than myst-nb's "Show code cell content"."""
+    """The toggle of a collapsed cell says what it holds: "Solution" or "Hint" by the cell's first line
+    (`%%solution`, solutions.py; or a comment), rather than myst-nb's "Show code cell content"."""
 
     default_priority = 800
 
@@ -143,7 +143,7 @@ class SolutionPrompt(SphinxTransform):
             if cell.get("nb_element") != "cell_code" or not cell.get("hide_mode"):
                 continue
             source = next((child.astext() for child in cell.findall(nodes.literal_block)), "")
-            first = source.lstrip().split("\n", 1)[0].lstrip("# ").lower()
+            first = source.lstrip().split("\n", 1)[0].lstrip("#% ").lower()
             for word in ("solution", "hint"):
                 if first.startswith(word):
                     cell["prompt_show"], cell["prompt_hide"] = word.capitalize(), f"Hide the {word}"

@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/make_plots.py            # a full chaos run (2,000 requests per strategy) and the benchmarks
 
-The same plots as notebooks/07_network.ipynb and notebooks/12_scoreboard.ipynb, from the same
+The same plots as notebooks/07b_distance.ipynb and notebooks/12_scoreboard.ipynb, from the same
 code (bench/plots.py).
 """
 import argparse

@@ -80,11 +80,49 @@ def test_the_dev_container_runs_the_courses_own_commands():
 
 def test_every_solution_is_collapsed_until_the_reader_opens_it():
     for notebook in CHAPTERS:
-        solutions = [cell for source, cell in cells_of(notebook, "code") if source.startswith("# Solution")]
+        solutions = [cell for source, cell in cells_of(notebook, "code") if source.startswith("%%solution")]
         assert solutions, f"{notebook.name} has no solution cell"
         for cell in solutions:
             assert "hide-cell" in cell["metadata"].get("tags", [])  # the book hides its source and its output
             assert cell["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, notebook.name
+
+
+def test_every_solution_runs_only_when_asked_and_its_first_line_gives_nothing_away():
+    # JupyterLab shows a collapsed cell's first line: it is the magic's (solutions.py), and nothing else
+    for notebook in CHAPTERS:
+        first_code = cells_of(notebook, "code")[0][0]
+        assert "%xmode Minimal\n" in first_code and "%load_ext solutions\n" in first_code, notebook.name
+        for source, cell in cells_of(notebook, "code"):
+            if "Solution" in source.split("\n", 1)[0] or "hide-cell" in cell["metadata"].get("tags", []):
+                assert source.split("\n", 1)[0] == "%%solution", notebook.name
+
+
+def test_every_committed_solution_output_is_the_solutions_own():
+    from solutions import NOT_RUN
+
+    for notebook in CHAPTERS:
+        assert NOT_RUN not in notebook.read_text(), f"{notebook.name}: executed without COURSE_SOLUTIONS=run"
+
+
+def test_every_exercise_has_a_collapsed_hint_before_its_solution():
+    for notebook in CHAPTERS:
+        cells = json.loads(notebook.read_text())["cells"]
+        since_the_last_solution = []
+        for cell in cells:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and source.startswith("%%solution"):
+                hints = [s for s in since_the_last_solution if s.startswith("<details><summary>Hint</summary>")]
+                assert len(hints) == 1 and hints[0].rstrip().endswith("</details>"), notebook.name
+                since_the_last_solution = []
+            elif cell["cell_type"] == "markdown":
+                since_the_last_solution.append(source)
+
+
+def test_no_chapter_prints_a_docstring():
+    # docstrings are written for the code's readers, in reST (``name``): the chapters say it in their own prose
+    for notebook in CHAPTERS:
+        for source, _ in cells_of(notebook, "code"):
+            assert "getdoc(" not in source and ".__doc__" not in source and "help(" not in source, notebook.name
 
 
 def test_every_chapter_with_sql_cells_starts_them_afresh():

@@ -91,9 +91,12 @@ def test_every_internal_link_and_picture_of_the_book_works(page, book):
 
 def test_solutions_are_collapsed_and_chapters_link_to_each_other(page, book):
     page.goto(book.replace("index.html", "notebooks/01_naive.html"))
-    solution = page.locator("details", has_text="# Solution")
+    solution = page.locator("details", has_text="%%solution")
     assert solution.count() == 1 and solution.get_attribute("open") is None  # closed until the reader opens it
     assert solution.locator("summary").inner_text().strip() == "Solution"  # not "Show code cell content"
+    hint = page.locator("details", has_text="faults.restart_server()").filter(has_not_text="%%solution")
+    assert hint.count() == 1 and hint.get_attribute("open") is None  # the hint, collapsed too
+    assert hint.locator("summary").inner_text().strip() == "Hint"
     assert not page.get_by_text("8 threads: 500 Internal Server Error").last.is_visible()  # its output too
     page.locator("a", has_text="02 · Per request").last.click()
     assert page.url.endswith("notebooks/02_per_request.html")

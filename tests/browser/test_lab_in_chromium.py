@@ -48,7 +48,15 @@ def test_00_setup_runs_in_jupyterlab(lab):
         assert all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts if t.strip()), texts
         assert notebook.locator("table.dataframe").count() >= 1  # the Person rows, as a pandas table
         assert notebook.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
-        assert "John" in notebook.locator("table.dataframe").first.inner_text()
+        # text_content, not inner_text: JupyterLab 4 leaves cells far from the view unrendered (content-visibility)
+        assert "John" in notebook.locator("table.dataframe").first.text_content()
+        # the exercise as a learner meets it after Run All: its hint closed, its solution collapsed to a
+        # first line that says nothing, and run without its answer (make lab sets no COURSE_SOLUTIONS)
+        hint = notebook.locator(".jp-MarkdownCell details", has_text="Hint")
+        assert hint.count() == 1 and hint.get_attribute("open") is None
+        solution = notebook.locator(".jp-CodeCell", has=page.locator(".jp-InputPlaceholder"))
+        assert solution.count() == 1 and solution.locator(".jp-InputPlaceholder").text_content().strip() == "%%solution"
+        assert "The solution is not run" in solution.text_content() and "3 3" not in solution.text_content()
         page.screenshot(path=str(ROOT / "build" / "00_setup-in-chromium.png"), full_page=False)
         browser.close()
 
