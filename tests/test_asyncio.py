@@ -3,6 +3,8 @@ a cancelled statement's connection to the next request, serves every request aft
 fault, gives a cancelled connect's pool slot back, and stops starving other requests once it
 releases its connection across a slow call."""
 import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +15,9 @@ import asgi_app
 import faults
 import models
 import strategies
+from bench import chaos
 from bench.wrong_async import cancel_guard_removed
+from conftest import ROOT
 
 
 def body(answer):
@@ -128,3 +132,16 @@ def test_the_course_sync_databases_keep_mysqlclient_beside_aiomysql():
         assert isinstance(db.connection(), MySQLdb.connections.Connection)
     finally:
         db.close_all()
+
+
+def test_the_chaos_runs_asyncio_rows_lose_nothing_and_serve_after_each_fault():
+    result = subprocess.run([sys.executable, "bench/chaos.py", "--requests", "100", "--seed", "3", "--fault-every", "10",
+                             "--asyncio-only", "--json"], capture_output=True, text=True, cwd=ROOT, check=True)
+    row, = json.loads(result.stdout)["asyncio"]
+    assert row["name"] == "asyncio_per_task" and row["requests"] == 100
+    assert set(row["faults_by_kind"]) == {"cancel" if f == "read_timeout" else f for f in chaos.FAULTS}
+    assert row["lost"] == row["duplicates"] == row["torn"] == row["wrong_answers"] == 0, row
+    # between requests the pool drops what the server hung up on: no request after those fails
+    assert not {"kill_between", "expire", "restart"} & row["failed_by_fault"].keys(), row["failed_by_fault"]
+    assert row["failed_by_fault"].get("silent_drop", 0) <= chaos.THREADS  # at most each pooled connection, once
+    assert row["max_request_s"] <= row["bound_s"]
