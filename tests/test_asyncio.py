@@ -35,9 +35,9 @@ def test_a_cancelled_statements_connection_is_never_handed_to_the_next_request(a
     was), the app's rule closes it. Without either guard the next requests read the cancelled
     one's answer: the test can see what it checks."""
     with cancel_guard_removed(), asgi_app.Uvicorn(asgi_app.AsyncApp(
-            asgi_app.database(pool_size=1), request_timeout=0.3, guard=app_guard)) as server:
+            asgi_app.database(pool_size=1), request_timeout=0.5, guard=app_guard)) as server:
         cancelled = body(server.get("/whoami"))["connection"]
-        assert server.get("/sleep/0.4").startswith("504")  # its answer comes 0.1 s after the cancel
+        assert server.get("/sleep/0.6").startswith("504")  # its answer comes 0.1 s after the cancel
         answers = [server.get("/whoami") for _ in range(3)] + [server.get("/person/first")]
         if app_guard:
             assert all(body(a)["own_answer"] and body(a)["connection"] != cancelled for a in answers[:3]), answers
@@ -80,7 +80,7 @@ def test_the_app_serves_every_request_after_each_kind_of_fault(server_up):
         link.drop_silently()
         started = time.monotonic()
         assert server.get("/whoami").startswith("504"), "a silent drop: the request meets it, bounded"
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 3  # the request's 1 s, on a busy machine: not for ever
         assert all(a.startswith("200") for a in served()), "after a silent drop"
         assert not db._pool._used, "every request, failed or cancelled, gave its connection back"
 
@@ -108,7 +108,7 @@ def open_sockets_to(port):
 def test_a_connection_held_across_a_slow_call_starves_the_others_and_releasing_it_does_not(hold):
     with asgi_app.Uvicorn(asgi_app.AsyncApp(asgi_app.database(pool_size=1, acquire_timeout=0.3))) as server:
         with ThreadPoolExecutor(2) as clients:
-            slow = clients.submit(server.get, f"/slow_call/0.8?hold={hold}")
+            slow = clients.submit(server.get, f"/slow_call/1.2?hold={hold}")
             time.sleep(0.2)
             fast = server.get("/person/first")
             assert slow.result().startswith("200")
