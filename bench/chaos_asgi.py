@@ -66,9 +66,9 @@ class ChaosDatabase(AsyncMySQLDatabase):
 class AsyncChaosApp(ChaosApp):
     """The chaos requests as an ASGI app: ``/<kind>/<request id>?fault=<fault>``."""
 
-    def __init__(self, db, link, request_timeout=REQUEST_TIMEOUT):
+    def __init__(self, db, link, request_timeout=REQUEST_TIMEOUT, guard=True):
         super().__init__(None, link, read_timeout=request_timeout)
-        self.db, self.request_timeout = db, request_timeout
+        self.db, self.request_timeout, self.guard = db, request_timeout, guard  # guard: asgi_app's rule
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -87,7 +87,8 @@ class AsyncChaosApp(ChaosApp):
                     await self.db.run(work, self.db, request_id, fault)
                     return 200, "ok"
                 except asyncio.CancelledError:
-                    asgi_app.close_if_cancelled(self.db)
+                    if self.guard:
+                        asgi_app.close_if_cancelled(self.db)
                     raise
                 finally:
                     await self.db.aclose()
@@ -109,8 +110,9 @@ class AsyncChaosApp(ChaosApp):
         self.pooled = [c.server_thread_id[0] for c in [*pool._free, *pool._used]] if pool else []
 
 
-def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0):
-    """The asyncio app through ``steps`` against a fresh ``chaos_write`` table; its tally."""
+def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0, guard=True):
+    """The asyncio app through ``steps`` against a fresh ``chaos_write`` table; its tally. ``guard=False``
+    switches the app's cancel rule off (with ``bench.wrong_async.cancel_guard_removed()``: the self-check)."""
     admin = S.database(S.SafeReconnectMySQLDatabase)
     for sql in SCHEMA:
         admin.execute_sql(sql)
@@ -120,7 +122,7 @@ def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0)
     with faults.LinkCutter(rtt_ms=rtt_ms) as link:
         db = ChaosDatabase(config.DB_SCHM, host=config.DB_HOST, port=link.port, user=config.DB_USER,
                            password=config.DB_PASS, pool_size=threads)
-        chaos_app = AsyncChaosApp(db, link, request_timeout)
+        chaos_app = AsyncChaosApp(db, link, request_timeout, guard)
         with asgi_app.Uvicorn(chaos_app) as server:
             def send(numbered_step):
                 request_id, (kind, fault) = numbered_step

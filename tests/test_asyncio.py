@@ -146,3 +146,11 @@ def test_the_chaos_runs_asyncio_rows_lose_nothing_and_serve_after_each_fault():
     assert not {"kill_between", "expire", "restart"} & row["failed_by_fault"].keys(), row["failed_by_fault"]
     assert row["failed_by_fault"].get("silent_drop", 0) <= chaos.THREADS  # at most each pooled connection, once
     assert row["max_request_s"] <= row["bound_s"]
+
+
+def test_the_asyncio_rows_see_a_connection_handed_on_mid_answer():
+    """The chaos run's self-check for its asyncio rows: without either guard, one client, cancels only."""
+    steps = [(kind, "cancel" if fault else None) for kind, fault in chaos.plan(30, 1, 10, only=["read_timeout"])]
+    with cancel_guard_removed():
+        tally = chaos_asgi.run(steps, threads=1, guard=False)
+    assert tally.wrong_answers > 0, tally.errors_by_kind
