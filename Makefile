@@ -21,13 +21,16 @@ REPLICATION ?= async
 # (the most tests first: --no-loadscope-reorder)
 TEST_WORKERS ?= 8
 
-.PHONY: setup setup-test setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
+.PHONY: setup setup-test setup-asyncio setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
 
 setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
 
 setup-test:        ## also what the tests need (requirements-test.txt)
 	@bash bin/setup --test
+
+setup-asyncio:     ## also what chapter 10 (asyncio) needs (requirements-asyncio.txt)
+	@bash bin/setup --asyncio
 
 setup-book:        ## also what the book needs (requirements-book.txt)
 	@bash bin/setup --book

@@ -43,6 +43,10 @@ while the replica is cut off from the primary joins it (after ``CUT_OFF_WRITES``
 says its replication. What a failover loses is counted like any other loss: an acknowledged write
 missing from the new primary is lost. ``--cluster galera`` runs against chapter 08b's Galera
 cluster instead, with faults of its own (``bench/clusters.py``).
+
+Without ``--cluster`` the run also has asyncio rows (``"asyncio"`` in ``--json``; ``--asyncio-only``
+for them alone): chapter 10's app on ``AsyncMySQLDatabase`` under uvicorn through the same schedule,
+the client's timeout on a slow read becoming a cancellation of its request (``bench/chaos_asgi.py``).
 """
 import argparse
 import json
@@ -323,6 +327,17 @@ def show_progress(name, done, total):
     print(f"\r{name:17} [{bar:30}] {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
+def asyncio_rows(args):
+    """Chapter 10's asyncio app through the same schedule (``bench/chaos_asgi.py``), where its packages
+    (requirements-asyncio.txt) are installed."""
+    try:
+        from bench import chaos_asgi
+    except ImportError as missing:
+        print(f"no asyncio rows: {missing.name} is not installed (make setup-asyncio)", file=sys.stderr)
+        return []
+    return chaos_asgi.run_all(args.requests, args.seed, args.fault_every, args.threads, args.rtt_ms)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per strategy (default 2000)")
@@ -335,6 +350,8 @@ def main(argv=None):
     parser.add_argument("--cluster", choices=clusters.MODES, nargs="?", const="semisync",
                         help="against chapter 08's replica pair, with failovers (alone: semisync), or 08b's "
                              "Galera cluster")
+    parser.add_argument("--asyncio-only", action="store_true",
+                        help="only the asyncio rows (chapter 10's app, bench/chaos_asgi.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--self-check", action="store_true",
                         help="run deliberately wrong strategies; exit 1 unless the counts show what each did")
@@ -342,16 +359,19 @@ def main(argv=None):
     if args.self_check:
         return 0 if self_check() else 1
     started = time.monotonic()
-    tallies = run_all(args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
-                      threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster)
+    tallies = [] if args.asyncio_only else run_all(
+        args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
+        threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster)
+    asyncio_tallies = [] if args.cluster else asyncio_rows(args)
     if args.json:
         print(json.dumps({"threads": args.threads, "read_timeout": args.read_timeout, "rtt_ms": args.rtt_ms,
-                          "strategies": [asdict(t) for t in tallies]}))
+                          "strategies": [asdict(t) for t in tallies],
+                          "asyncio": [asdict(t) for t in asyncio_tallies]}))
         return 0
     columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed",
                "landed_in_part", "lost_but_landed", "max_request_s", "bound_s"]
     print(f"{'strategy':17}" + "".join(f"{c:>{len(c) + 2}}" for c in columns))
-    for tally in tallies:
+    for tally in tallies + asyncio_tallies:
         print(f"{tally.name:17}" + "".join(f"{str(getattr(tally, c)):>{len(c) + 2}}" for c in columns))
     print(f"\n{args.requests} requests per strategy from {args.threads} threads, seed {args.seed}, "
           f"in {time.monotonic() - started:.0f} s")

@@ -1,0 +1,185 @@
+"""The chaos run's asyncio rows: chapter 10's way (``asgi_app``: ``AsyncMySQLDatabase`` under uvicorn, each
+request bounded by ``asyncio.timeout()``, a cancelled statement's connection closed) through the same
+seeded requests and faults as ``bench/chaos.py``, from as many client threads, through the relay.
+
+The requests are the chaos run's own (``ChaosApp``'s methods, run inside peewee's greenlet bridge).
+Where the sync run's app gives up on a slow read at its ``read_timeout``, here the request's timeout
+cancels it mid-statement: the ``cancel`` fault. Reads ask for their own request id and check the
+answer: a connection handed on in the middle of another request's answer shows as ``wrong_answers``.
+"""
+import asyncio
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from playhouse.pwasyncio import AsyncMySQLConnection, AsyncMySQLDatabase
+
+import app
+import asgi_app
+import config
+import faults
+import strategies as S
+from bench import chaos
+from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
+
+# PyMySQL reports the implicit_commit request's CREATE TABLE IF NOT EXISTS as a Python warning: no news here
+warnings.filterwarnings("ignore", message="Table 'chaos_scratch' already exists")
+
+NAME = "asyncio_per_task"
+REQUEST_TIMEOUT = chaos.READ_TIMEOUT  # what bounds a request here, as read_timeout bounds a statement there
+
+
+@dataclass
+class AsyncTally(chaos.Tally):
+    runner: str = "asyncio"
+    wrong_answers: int = 0  # reads answered with what another request asked for
+
+
+def plan(requests, seed, fault_every=35):
+    """``chaos.plan``'s schedule, the client's timeout on a slow read becoming the request's cancellation."""
+    return [(kind, "cancel" if fault == "read_timeout" else fault) for kind, fault in chaos.plan(requests, seed,
+                                                                                                fault_every)]
+
+
+class WrongAnswer(Exception):
+    """A read was answered with another request's answer."""
+
+
+class ChaosConnection(AsyncMySQLConnection):
+    """pwasyncio's connection, with what the chaos requests ask of a driver's: its id and its socket."""
+
+    def thread_id(self):
+        return self.conn.server_thread_id[0]
+
+    def fileno(self):
+        if self.conn is None or self.conn._writer is None:
+            raise ValueError("closed")
+        return self.conn._writer.transport.get_extra_info("socket").fileno()
+
+
+class ChaosDatabase(AsyncMySQLDatabase):
+    async def _pool_acquire(self, pool):
+        return ChaosConnection((await super()._pool_acquire(pool)).conn)
+
+
+class AsyncChaosApp(ChaosApp):
+    """The chaos requests as an ASGI app: ``/<kind>/<request id>?fault=<fault>``."""
+
+    def __init__(self, db, link, request_timeout=REQUEST_TIMEOUT, guard=True):
+        super().__init__(None, link, read_timeout=request_timeout)
+        self.db, self.request_timeout, self.guard = db, request_timeout, guard  # guard: asgi_app's rule
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await asgi_app.AsyncApp(self.db).lifespan(receive, send)
+        _, kind, request_id = scope["path"].split("/")
+        fault = scope["query_string"].decode().partition("fault=")[2] or None
+        status, text = await self.serve(getattr(self, kind), int(request_id), fault)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": text.encode()})
+
+    async def serve(self, work, request_id, fault):
+        """As ``asgi_app.AsyncApp.serve``, answering as the chaos app does: ``ok``, or the error's class and code."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                try:
+                    await self.db.run(work, self.db, request_id, fault)
+                    return 200, "ok"
+                except asyncio.CancelledError:
+                    if self.guard:
+                        asgi_app.close_if_cancelled(self.db)
+                    raise
+                finally:
+                    await self.db.aclose()
+        except TimeoutError:
+            return 504, "Cancelled timeout"
+        except Exception as error:
+            return 500, f"{type(error).__name__} {S.error_code(error)}"
+
+    def read(self, db, request_id, fault):
+        if fault == "kill_during":
+            return super().read(db, request_id, fault)
+        answer, = db.execute_sql("SELECT %s", (request_id,)).fetchone()
+        if int(answer) != request_id:
+            raise WrongAnswer(answer)
+
+    def pool(self, db, request_id, fault):
+        """The ids of the pool's connections, for a ``KILL`` of every one (no statement: no connection taken)."""
+        pool = db._pool
+        self.pooled = [c.server_thread_id[0] for c in [*pool._free, *pool._used]] if pool else []
+
+
+def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0, guard=True):
+    """The asyncio app through ``steps`` against a fresh ``chaos_write`` table; its tally. ``guard=False``
+    switches the app's cancel rule off (with ``bench.wrong_async.cancel_guard_removed()``: the self-check)."""
+    admin = S.database(S.SafeReconnectMySQLDatabase)
+    for sql in SCHEMA:
+        admin.execute_sql(sql)
+    admin.close()
+    tally, answers, last_fault, took = AsyncTally(NAME), {}, {}, {}
+    tally.bound_s = request_timeout + chaos.WORK_S
+    with faults.LinkCutter(rtt_ms=rtt_ms) as link:
+        db = ChaosDatabase(config.DB_SCHM, host=config.DB_HOST, port=link.port, user=config.DB_USER,
+                           password=config.DB_PASS, pool_size=threads)
+        chaos_app = AsyncChaosApp(db, link, request_timeout, guard)
+        with asgi_app.Uvicorn(chaos_app) as server:
+            def send(numbered_step):
+                request_id, (kind, fault) = numbered_step
+                started = time.monotonic()
+                answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}" + (f"?fault={fault}" if fault else ""),
+                                              timeout=120)
+                took[request_id] = time.monotonic() - started
+
+            batch, current_fault = [], None
+            with ThreadPoolExecutor(threads) as clients:
+                for request_id, (kind, fault) in enumerate(steps + [(None, None)], 1):
+                    if fault:
+                        tally.faults_by_kind[fault] = tally.faults_by_kind.get(fault, 0) + 1
+                        current_fault = fault
+                    if kind is None:
+                        list(clients.map(send, batch))
+                        batch = []
+                        if fault:
+                            for counter in chaos_app.counters.values():
+                                counter.join()
+                            strike_between(fault, server, chaos_app, link)
+                        continue
+                    last_fault[request_id] = current_fault
+                    batch.append((request_id, (kind, fault)))
+    runs = {request_id: counter.copies() for request_id, counter in chaos_app.counters.items()}
+    rows = {}
+    for request_id, part, count in admin.execute_sql(
+            "SELECT request_id, part, COUNT(*) FROM chaos_write GROUP BY request_id, part").fetchall():
+        rows.setdefault(request_id, {})[part] = count
+    for sql in CLEAN_UP:
+        admin.execute_sql(sql)
+    admin.close_all()
+    chaos.tally_up(tally, steps, answers, rows, runs, last_fault, took)
+    tally.wrong_answers = tally.errors_by_kind.get("WrongAnswer", 0)
+    return tally
+
+
+def strike_between(fault, server, chaos_app, link):
+    """A fault between batches, on every connection the app's pool holds."""
+    if fault == "silent_drop":
+        link.drop_silently()
+    elif fault == "restart":
+        faults.restart_server()
+    elif fault == "kill_between":
+        server.get("/pool/0")
+        faults.kill_all(chaos_app.pooled)
+        faults.wait_until_closed(chaos_app.pooled)
+        time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
+    elif fault == "expire":
+        server.get("/pool/0")
+        chaos_app.expiring = []
+        for _ in chaos_app.pooled:  # the pool hands its free connections out in turn
+            server.get("/expire/0")
+        faults.wait_until_closed(chaos_app.expiring)
+        time.sleep(0.1)
+
+
+def run_all(requests=2000, seed=1, fault_every=35, threads=chaos.THREADS, rtt_ms=0):
+    """The asyncio rows (one, for now) through the run's schedule."""
+    return [run(plan(requests, seed, fault_every), threads, REQUEST_TIMEOUT, rtt_ms)]
