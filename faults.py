@@ -150,11 +150,6 @@ class LinkCutter:
     - ``forget_idle_after``: a connection idle longer than that many seconds is dropped silently
       when it is next used, as a NAT table forgets idle entries (often after 4 to 6 minutes).
     - ``rtt_ms``: every packet waits half of it each way: the server is that many ms away.
-    - ``close_after`` and ``close_idle_after``: a proxy's own lifetime rules. A connection that
-      many seconds old, or idle (no packet either way) that long, is hung up on both sides, in
-      the middle of a statement too: AWS RDS Proxy closes a client connection idle for 30
-      minutes by default, and every one after 24 hours. ``closed`` counts them by rule.
-    - ``address``: where the relay listens (127.0.0.1; another loopback address on Linux).
 
     The cuts strike the next statement of ``connection`` (the client's, ``db.connection()``), or
     of any connection open at that moment; ``statement``, a prefix such as ``"COMMIT"``, strikes
@@ -165,6 +160,11 @@ class LinkCutter:
 
     def __init__(self, host=None, port=None, rtt_ms=0, forget_idle_after=None, close_after=None,
                  close_idle_after=None, address="127.0.0.1"):
+        """``close_after`` and ``close_idle_after``: a proxy's own lifetime rules (chapter 11). A
+        connection that many seconds old, or idle (no packet either way) that long, is hung up on
+        both sides, in the middle of a statement too: AWS RDS Proxy closes a client connection idle
+        for 30 minutes by default, and every one after 24 hours. ``closed`` counts them by rule.
+        ``address``: where the relay listens (127.0.0.1; on Linux any of 127.0.0.0/8)."""
         self.target = (host or config.DB_HOST, port or config.DB_PORT)
         self.delay = rtt_ms / 2000  # seconds, each way
         self.forget_idle_after = forget_idle_after

@@ -16,6 +16,7 @@ import measuring
 import strategies as S
 import tls
 from conftest import ROOT
+from conftest import request_table as conftest_table
 
 pytestmark = pytest.mark.skipif(not config.LOCAL_SERVER, reason="the local server's TLS and settings")
 TLS_STATUS = "SHOW SESSION STATUS LIKE 'Ssl_version'"
@@ -31,6 +32,15 @@ def test_the_server_offers_tls_and_plain_clients_still_connect(connect):
     assert localdb.offers_tls()
     assert ssl_version(connect()) == ""
     assert ssl_version(connect(**tls.client_options(localdb.tls_ca()))) == "TLSv1.3"
+
+
+def test_a_server_started_without_tls_is_restarted_with_it(server_up):
+    localdb.stop()
+    server = localdb.course()
+    localdb.Instance(server.home, server.port).launch()  # as a server started before the course made certificates
+    assert not localdb.offers_tls()
+    assert localdb.require_tls() == "the server offers TLS (restarted with its certificates)"
+    assert localdb.offers_tls() and localdb.require_tls() == "the server offers TLS"
 
 
 def test_the_certificates_are_made_once(tmp_path):
@@ -92,6 +102,18 @@ def test_the_relay_closes_a_connection_at_its_age_mid_statement_and_after_an_idl
         with pytest.raises(MySQLdb.OperationalError):
             connection.ping()
         assert proxy.closed == {"age": 0, "idle": 1}
+
+
+def test_after_the_proxys_idle_close_the_safe_reconnect_runs_a_write_once():
+    with conftest_table("managed_idle") as rows, faults.LinkCutter(close_idle_after=0.3) as proxy:
+        strategy = S.SafeReconnect(S.database(S.SafeReconnectMySQLDatabase, port=proxy.port))
+        insert = "INSERT INTO managed_idle (request_id) VALUES (%s)"
+        assert measuring.attempt(strategy, lambda db: db.execute_sql(insert, (1,))).ok
+        time.sleep(0.6)
+        assert proxy.closed["idle"] == 1
+        outcome = measuring.attempt(strategy, lambda db: db.execute_sql(insert, (2,)))
+        strategy.close()
+        assert outcome.ok and rows(2) == 1  # it saw the hang-up before sending: nothing was in doubt
 
 
 def requests_behind(close_after, max_age, requests=6):
