@@ -334,6 +334,8 @@ def main(argv=None):
         return run_only(args.only, args.repeat or 0)
     if args.instructions is not None and args.tls:
         parser.error("--tls measures wall and CPU time; --instructions counts without TLS")
+    if args.tls and not config.LOCAL_SERVER:
+        parser.error("--tls trusts the local server's own CA (.mysql/tls/): unset DB_HOST to measure it")
     if args.instructions is not None:
         result = instructions([name for name in args.instructions.split(",") if name],
                               args.repeat or INSTRUCTION_REQUESTS)

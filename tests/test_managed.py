@@ -1,6 +1,7 @@
 """Chapter 11's promises: TLS on the local server and what each of mysqlclient's TLS arguments
 checks; a server that requires TLS; the relay's lifetime cuts, and a max_age that stays ahead."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -151,3 +152,9 @@ def test_overhead_does_not_count_instructions_with_tls():
                           text=True, cwd=ROOT)
     assert done.returncode == 2 and "--instructions counts without TLS" in done.stderr
 
+
+
+def test_overhead_with_tls_says_it_needs_the_local_server():
+    done = subprocess.run([sys.executable, "bench/overhead.py", "--tls"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "DB_HOST": "127.0.0.1"})
+    assert done.returncode == 2 and "unset DB_HOST" in done.stderr
