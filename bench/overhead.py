@@ -210,8 +210,8 @@ def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None):
             if contender.name.removesuffix("_tls") not in keep:
                 contender.close()
         everyone = [contender for contender in everyone if contender.name.removesuffix("_tls") in keep]
-    negotiated = _negotiated(next(c for c in everyone if c.name == f"{FLOOR}_tls")) if tls else None
     try:
+        negotiated = _negotiated(next(c for c in everyone if c.name == f"{FLOOR}_tls")) if tls else None
         # warm-up, not kept: the first rounds open every contender's connections and fill the server's
         # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
         wall, cpu = measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
