@@ -265,6 +265,8 @@ class LinkCutter:
             if not data:
                 if server in self._silenced:  # one side hung up; the other is never told
                     _hang_up(source)
+                    if later:
+                        later.hang_up_after()  # nothing: its thread ends
                     return
                 if later:  # after what is still on its way, as a FIN follows the data
                     later.hang_up_after(source, sink)
