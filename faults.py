@@ -6,6 +6,7 @@ None of them is a mock: each does to the server, or to the bytes between client 
 what an admin, the server itself or a network does in production.
 """
 import os
+import queue
 import socket
 import threading
 import time
@@ -182,11 +183,20 @@ class LinkCutter:
     ``strategies.database(port=relay.port)``.
     """
 
-    def __init__(self, host=None, port=None, rtt_ms=0, forget_idle_after=None):
+    def __init__(self, host=None, port=None, rtt_ms=0, forget_idle_after=None, close_after=None,
+                 close_idle_after=None, address="127.0.0.1"):
+        """``close_after`` and ``close_idle_after``: a proxy's own lifetime rules (chapter 11). A
+        connection that many seconds old, or idle (no packet either way) that long, is hung up on
+        both sides, in the middle of a statement too: AWS RDS Proxy closes a client connection idle
+        for 30 minutes by default, and every one after 24 hours. ``closed`` counts them by rule.
+        ``address``: where the relay listens (127.0.0.1; on Linux any of 127.0.0.0/8)."""
         self.target = (host or config.DB_HOST, port or config.DB_PORT)
         self.delay = rtt_ms / 2000  # seconds, each way
         self.forget_idle_after = forget_idle_after
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.close_after, self.close_idle_after = close_after, close_idle_after
+        self.closed = {"age": 0, "idle": 0}  # connections hung up by each lifetime rule
+        self._opened = {}  # server-side socket -> when its connection was accepted
+        self.listener = socket.create_server((address, 0))
         self.port = self.listener.getsockname()[1]
         self.cuts = 0
         self._rules = []  # [before, statement prefix or None, strikes left, server-side sockets or None for any]
@@ -199,6 +209,8 @@ class LinkCutter:
         self._closed = False
         self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
         threading.Thread(target=self._accept, daemon=True).start()
+        if close_after is not None or close_idle_after is not None:
+            threading.Thread(target=self._close_by_lifetime, daemon=True).start()
 
     def cut_next_reply(self, connection=None, statement=None, times=1):
         self._arm(connection, False, statement, times)
@@ -264,11 +276,13 @@ class LinkCutter:
             except OSError:
                 client.close()  # nothing to relay to: the client sees the server as down
                 continue
+            for end in (client, server):  # each chunk goes on at once, as the client and the server send theirs
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 closed = self._closed
                 if not closed:
                     self._pairs[client_port] = (client, server)
-                    self._last_used[server] = time.monotonic()
+                    self._last_used[server] = self._opened[server] = time.monotonic()
                     if self._silence_new:
                         self._silenced.add(server)
             if closed:  # accepted just as the relay closed: hung up like the others
@@ -280,6 +294,7 @@ class LinkCutter:
 
     def _pump(self, source, sink, server):
         to_server = sink is server
+        later = _Delayed(sink, self.delay) if self.delay else None
         while True:
             try:
                 data = source.recv(65536)
@@ -292,18 +307,46 @@ class LinkCutter:
             if not data:
                 if server in self._silenced:  # one side hung up; the other is never told
                     _hang_up(source)
+                    if later:
+                        later.hang_up_after()  # nothing: its thread ends
                     return
-                for end in (source, sink):
-                    _hang_up(end)
+                if later:  # after what is still on its way, as a FIN follows the data
+                    later.hang_up_after(source, sink)
+                else:
+                    for end in (source, sink):
+                        _hang_up(end)
                 with self._lock:
                     self._last_used.pop(server, None)
+                    self._opened.pop(server, None)
                 return
-            if self.delay:
-                time.sleep(self.delay)
+            if later:
+                later.send(data)
+                continue
             try:
                 sink.sendall(data)
             except OSError:
                 return
+
+    def _close_by_lifetime(self, every=0.01):
+        """Hang up each connection past ``close_after`` seconds of age or ``close_idle_after`` of idleness."""
+        while not self._closed:
+            time.sleep(every)
+            now, due = time.monotonic(), []
+            with self._lock:
+                for client, server in self._pairs.values():
+                    if server.fileno() == -1 or server not in self._opened:
+                        continue
+                    if self.close_after is not None and now - self._opened[server] >= self.close_after:
+                        due.append((client, server, "age"))
+                    elif (self.close_idle_after is not None
+                          and now - self._last_used.get(server, now) >= self.close_idle_after):
+                        due.append((client, server, "idle"))
+                for _, server, rule in due:
+                    self.closed[rule] += 1
+                    del self._opened[server]
+            for client, server, _ in due:
+                for end in (client, server):
+                    _hang_up(end)
 
     def _silent(self, server):
         """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
@@ -351,6 +394,35 @@ class LinkCutter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Delayed:
+    """Sends what the relay received to ``sink`` ``delay`` seconds after it arrived, in order, from a
+    thread of its own: packets in flight overlap, as on a network (a burst of TLS handshake records
+    takes one delay, not one each)."""
+
+    def __init__(self, sink, delay):
+        self.sink, self.delay, self.queue = sink, delay, queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def send(self, data):
+        self.queue.put((time.monotonic() + self.delay, data))
+
+    def hang_up_after(self, *ends):
+        self.queue.put((time.monotonic() + self.delay, ends))
+
+    def _run(self):
+        while True:
+            due, item = self.queue.get()
+            time.sleep(max(0.0, due - time.monotonic()))
+            if isinstance(item, tuple):
+                for end in item:
+                    _hang_up(end)
+                return
+            try:
+                self.sink.sendall(item)
+            except OSError:
+                pass  # hung up meanwhile: what follows is dropped, up to the hang-up
 
 
 def _is_statement(packet, prefix):

@@ -25,6 +25,7 @@ import MySQLdb
 
 try:
     import config
+    import tls
 except ValueError as error:  # a malformed setting: from the shell, say which, without a traceback
     if __name__ != "__main__":
         raise
@@ -70,8 +71,9 @@ class Instance:
     ``mariadbd`` options (a replica's ``--server-id``, say). The course's own server is one
     (``course()``); the replica pair of chapter 08 is two more."""
 
-    def __init__(self, home, port, options=()):
+    def __init__(self, home, port, options=(), tls_folder=None):
         self.home, self.port, self.options = Path(home), port, tuple(options)
+        self.tls_folder = tls_folder  # certificates here, made if missing: the server offers TLS
         self.data = self.home / "data"
         self.socket = self.home / "mysqld.sock"
         self.pid_file = self.home / "mysqld.pid"
@@ -143,6 +145,11 @@ class Instance:
                    "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self.pid_file}",
                    f"--log-error={self.error_log}", f"--tmpdir={self.tmpdir}", "--skip-name-resolve", *self.options]
         self.tmpdir.mkdir(exist_ok=True)
+        if self.tls_folder is not None:
+            try:
+                command += tls.server_options(self.tls_folder)
+            except tls.TLSError:
+                pass  # no openssl: the server starts without TLS, and require_tls() says why
         if os.geteuid() == 0:
             command.append("--user=root")  # mariadbd refuses to run as root without it
         with open(self.home / "mysqld.out", "ab") as out:
@@ -242,8 +249,37 @@ class Instance:
 
 
 def course():
-    """The course's own server: ``.mysql/`` at ``DB_PORT``."""
-    return Instance(HOME, config.DB_PORT)
+    """The course's own server: ``.mysql/`` at ``DB_PORT``, offering TLS with certificates in ``.mysql/tls/``."""
+    return Instance(HOME, config.DB_PORT, tls_folder=HOME / "tls")
+
+
+def tls_ca():
+    """The local server's CA certificate, what a TLS client trusts (chapter 11)."""
+    return tls.Files(HOME / "tls").ca
+
+
+def offers_tls():
+    """True when the server the course connects to offers TLS (``have_ssl`` is YES)."""
+    connection = MySQLdb.connect(**config.connect_kwargs())
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT @@have_ssl")
+        return cursor.fetchone()[0] == "YES"
+    finally:
+        connection.close()
+
+
+def require_tls():
+    """Make sure the local server offers TLS: one started before it had certificates is restarted
+    with them. A clear ``ServerError`` (or ``tls.TLSError``) when it cannot."""
+    _require_local()
+    if offers_tls():
+        return "the server offers TLS"
+    tls.make_certificates(HOME / "tls")  # raises, saying what to install, when openssl is missing
+    restart()
+    if not offers_tls():
+        raise ServerError(f"the server was restarted with certificates and still offers no TLS; see {course().error_log}")
+    return "the server offers TLS (restarted with its certificates)"
 
 
 def _port_taken(port):

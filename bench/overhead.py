@@ -4,6 +4,7 @@
     python bench/overhead.py --json                # one JSON object
     python bench/overhead.py --rtt-ms 0,1,5        # through the relay, the server that far away
     python bench/overhead.py --instructions        # instructions per request, counted by valgrind
+    python bench/overhead.py --tls --rtt-ms 0,1,5  # the strategies with TLS too, beside plain TCP
 
 Every strategy runs the same request (``SELECT 1``) side by side in one run, in a new random
 order each round, after a warm-up; each is reported as a ratio to the floor with a 95%
@@ -33,6 +34,11 @@ contender). It counts the client's instructions in user space only, not the kern
 With ``--rtt-ms`` every contender, the floor included, connects through the course's relay,
 which delays each packet by half the round trip each way; ``rtt_ms`` 0 is the relay alone.
 Figures vary with the machine: read the ratios, not the microseconds.
+
+With ``--tls`` each run also has the strategies connecting with TLS to the local server (its own
+CA, the certificate verified: ``tls.client_options()``), named ``<strategy>_tls``, side by side
+with the plain ones in the same shuffled rounds; they are reported apart (``"tls"`` in the JSON,
+with the protocol and cipher the server agreed), each as a ratio to a kept TLS connection.
 """
 import argparse
 import gc
@@ -149,6 +155,27 @@ def contenders(port=None):
     ]
 
 
+def tls_contenders(port=None):
+    """Every strategy again, connecting with TLS to the local server, as ``<name>_tls``."""
+    import localdb
+    import tls
+
+    options = tls.client_options(localdb.tls_ca())
+    everyone = []
+    for cls in S.STRATEGIES.values():
+        strategy = cls(S.database(cls.database_class, port=port, **options))
+        strategy.name = f"{cls.name}_tls"
+        everyone.append(strategy)
+    return everyone
+
+
+def _negotiated(strategy):
+    """The protocol and cipher of ``strategy``'s TLS connection, as the server reports them."""
+    with strategy.request() as db:
+        rows = dict(db.execute_sql("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')"))
+    return {"version": rows["Ssl_version"], "cipher": rows["Ssl_cipher"]}
+
+
 def measure(strategies, repeat, warmup, seed=None):
     """``measuring.measure()``, timing each request twice: its wall time, and the CPU time the
     client's thread spent on it; two dicts of samples in µs, ``(wall, cpu)``."""
@@ -167,15 +194,24 @@ def measure(strategies, repeat, warmup, seed=None):
     return wall, cpu
 
 
-def run(repeat=None, rtt_ms=None, seed=None):
+def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None):
     """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
     round-by-round ratios) with its 95% interval; beside them the median CPU time of the client
     per request (``cpu_us``) and its ratio to the floor's, with its interval (``cpu_ratio``,
-    ``cpu_ratio_low``, ``cpu_ratio_high``); through a relay ``rtt_ms`` away when it is given."""
+    ``cpu_ratio_low``, ``cpu_ratio_high``); through a relay ``rtt_ms`` away when it is given. With
+    ``tls``, the strategies with TLS too, under ``"tls"``; ``names``: only those contenders (and the floor)."""
     repeat = repeat or default_rounds(rtt_ms)
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
-    everyone = contenders(relay.port if relay else None)
+    port = relay.port if relay else None
+    everyone = contenders(port) + (tls_contenders(port) if tls else [])
+    if names:
+        keep = {FLOOR, *names}
+        for contender in everyone:
+            if contender.name.removesuffix("_tls") not in keep:
+                contender.close()
+        everyone = [contender for contender in everyone if contender.name.removesuffix("_tls") in keep]
     try:
+        negotiated = _negotiated(next(c for c in everyone if c.name == f"{FLOOR}_tls")) if tls else None
         # warm-up, not kept: the first rounds open every contender's connections and fill the server's
         # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
         wall, cpu = measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
@@ -184,20 +220,30 @@ def run(repeat=None, rtt_ms=None, seed=None):
             contender.close()
         if relay:
             relay.close()
-    summary = measuring.summarize(wall, floor=FLOOR).round(ROUNDED)
-    on_cpu = measuring.summarize(cpu, floor=FLOOR).round(ROUNDED)
+    plain = [name for name in wall if not name.endswith("_tls")]
+    result = _summary({name: wall[name] for name in plain}, {name: cpu[name] for name in plain}, FLOOR)
+    if tls:
+        over_tls = [name for name in wall if name.endswith("_tls")]
+        result["tls"] = {**negotiated, **_summary({name: wall[name] for name in over_tls},
+                                                  {name: cpu[name] for name in over_tls}, f"{FLOOR}_tls")}
+    return result if rtt_ms is None else {"rtt_ms": rtt_ms, **result}
+
+
+def _summary(wall, cpu, floor):
+    """``run()``'s figures for one set of contenders, each as a ratio to ``floor``."""
+    summary = measuring.summarize(wall, floor=floor).round(ROUNDED)
+    on_cpu = measuring.summarize(cpu, floor=floor).round(ROUNDED)
     summary["cpu_us"] = on_cpu["median_us"]
     for name in ("ratio", "ratio_low", "ratio_high"):
         summary[f"cpu_{name}"] = on_cpu[name]
     rows = summary.rename_axis("name").reset_index().to_dict("records")
-    result = {"floor_us": summary.loc[FLOOR, "median_us"], "floor_cpu_us": summary.loc[FLOOR, "cpu_us"],
-              "strategies": rows}
-    return result if rtt_ms is None else {"rtt_ms": rtt_ms, **result}
+    return {"floor_us": summary.loc[floor, "median_us"], "floor_cpu_us": summary.loc[floor, "cpu_us"],
+            "strategies": rows}
 
 
-def run_far(rtts_ms, repeat=None, seed=None):
+def run_far(rtts_ms, repeat=None, seed=None, tls=False, names=None):
     """One run through the relay at each round trip; ``{"runs": [...]}``."""
-    return {"runs": [run(repeat, rtt_ms, seed) for rtt_ms in rtts_ms]}
+    return {"runs": [run(repeat, rtt_ms, seed, tls, names) for rtt_ms in rtts_ms]}
 
 
 INSTRUCTION_REQUESTS = 1000
@@ -246,8 +292,8 @@ def run_only(name, requests, warmup=50):
         contender.close()
 
 
-def print_table(result, where):
-    print(f"{where}: floor (a kept connection, {FLOOR}) {result['floor_us']} µs per SELECT 1, "
+def print_table(result, where, floor=FLOOR):
+    print(f"{where}: floor (a kept connection, {floor}) {result['floor_us']} µs per SELECT 1, "
           f"{result['floor_cpu_us']} µs of it on the client's CPU")
     print(f"{'':26}{'wall time':^46}{'client CPU time':^36}")
     print(f"{'':26}{'median µs':>10}{'p99 µs':>10}{'× floor':>10}{'95% interval':>16}"
@@ -277,6 +323,8 @@ def main(argv=None):
     parser.add_argument("--rtt-ms", type=rtt_list, help="round trips to measure at, through the relay: 0,1,5")
     parser.add_argument("--seed", type=int, help="seed of the shuffled order (default: a new one each run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--tls", action="store_true", help="measure the strategies with TLS too, beside plain TCP "
+                                                           "(the local server's CA)")
     parser.add_argument("--instructions", nargs="?", const="", metavar="NAMES",
                         help="count instructions per request under valgrind instead, of every contender or of "
                              f"those named (naive,safe_reconnect); --repeat: requests ({INSTRUCTION_REQUESTS})")
@@ -284,6 +332,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.only:
         return run_only(args.only, args.repeat or 0)
+    if args.instructions is not None and args.tls:
+        parser.error("--tls measures wall and CPU time; --instructions counts without TLS")
+    if args.tls and not config.LOCAL_SERVER:
+        parser.error("--tls trusts the local server's own CA (.mysql/tls/): unset DB_HOST to measure it")
     if args.instructions is not None:
         result = instructions([name for name in args.instructions.split(",") if name],
                               args.repeat or INSTRUCTION_REQUESTS)
@@ -295,16 +347,19 @@ def main(argv=None):
             print(f"{row['name']:26}{row['instructions']:>12}{row['ratio']:>10.3f}")
         return
     if args.rtt_ms is None:
-        result = run(args.repeat, seed=args.seed)
+        result = run(args.repeat, seed=args.seed, tls=args.tls)
         results = [(result, "loopback")]
     else:
-        result = run_far(args.rtt_ms, args.repeat, args.seed)
+        result = run_far(args.rtt_ms, args.repeat, args.seed, args.tls)
         results = [(run_, f"round trip {run_['rtt_ms']} ms through the relay") for run_ in result["runs"]]
     if args.json:
         print(json.dumps(result))
         return
     for one, where in results:
-        print_table(one, where)
+        print_table(one, where + (", plain TCP" if args.tls else ""))
+        if args.tls:
+            over_tls = one["tls"]
+            print_table(over_tls, f"{where}, with TLS ({over_tls['version']}, {over_tls['cipher']})", f"{FLOOR}_tls")
 
 
 if __name__ == "__main__":
