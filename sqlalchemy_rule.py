@@ -1,0 +1,123 @@
+"""The course's rule (``rule.py``, chapter 04's table) in SQLAlchemy 2.x, through its own events:
+a recipe short enough to copy (chapter 09).
+
+    engine = create_engine(url, pool_pre_ping=True)    # found dead at checkout: nothing was sent
+    sqlalchemy_rule.install(engine)                     # every disconnect judged by the rule
+    with Session(engine) as session:
+        sqlalchemy_rule.execute(session, text("SELECT ..."))  # run again once, where the rule says so
+
+``install()`` listens to two events. ``after_cursor_execute`` keeps, for each of the driver's
+connections, what the server said after its last statement: whether a transaction is open (its
+status flags, ``server_flags.py``). ``handle_error`` runs when a statement fails; when SQLAlchemy
+calls the failure a disconnect (its dialect's ``is_disconnect()``: 1927, 2006, 2013, 2014, 2045,
+2055, 4031), it asks the rule what may happen next and raises what the rule says instead:
+``RunAgain`` (SQLAlchemy's own ``OperationalError``, the connection invalidated),
+``TransactionLost``, ``OutcomeUnknown`` or ``SessionLost`` (the course's, ``errors.py``).
+``execute()`` runs a statement, and after ``RunAgain`` rolls back (what SQLAlchemy asks of a
+Connection or Session whose connection was lost: else ``PendingRollbackError``) and runs it once
+more, on a new connection. A transaction the rule calls lost is the app's to run again, whole.
+
+Where it stops: the session fact is judged from the statement's text alone (a statement that reads
+``LAST_INSERT_ID()`` or ``@variables``), not from state the session holds; a write the app knows
+may run twice is declared with ``execution_options(idempotent=True)``.
+"""
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import event, exc
+
+import rule
+import server_flags
+import statements
+from errors import CONNECTION_KILLED, IDLE_TIMEOUT, SERVER_GONE, SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost
+
+RAISED = {rule.TRANSACTION_LOST: TransactionLost, rule.OUTCOME_UNKNOWN: OutcomeUnknown,
+          rule.SESSION_LOST: SessionLost}
+
+
+class RunAgain(exc.OperationalError):
+    """The rule says the statement may run again, once: nothing ran, or running it twice is running it once."""
+
+
+@dataclass
+class LastAnswer:
+    """What the server said after a driver connection's last statement, and when the next one began."""
+
+    in_transaction: bool = False
+    started: float = 0.0
+
+
+def install(engine, read_timeout=None):
+    """Judge every disconnect on ``engine``'s connections by the rule. ``read_timeout``: the one
+    given to the driver, so that a loss that late is taken for the client giving up."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def started(conn, cursor, statement, parameters, context, executemany):
+        _last(conn).started = time.monotonic()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def answered(conn, cursor, statement, parameters, context, executemany):
+        _last(conn).in_transaction = in_transaction(conn.connection.dbapi_connection)
+
+    @event.listens_for(engine, "handle_error")
+    def judged(context):
+        if not context.is_disconnect or context.connection is None:
+            return None  # not a lost connection: the app's, as it is
+        situation = _situation(context, read_timeout)
+        verdict = rule.verdict(situation)
+        error = context.sqlalchemy_exception
+        if verdict == rule.RETRY:
+            return RunAgain(error.statement, error.params, context.original_exception, connection_invalidated=True)
+        why = rule.row_for(situation)[6]
+        raised = RAISED.get(verdict, exc.OperationalError)
+        if raised is exc.OperationalError:  # the rule says raise: SQLAlchemy's own error
+            return None
+        return raised(context.original_exception.args[0], f"{why} ({situation.failure})")
+
+
+def _last(conn):
+    """The LastAnswer of ``conn``'s driver connection, kept in SQLAlchemy's ``info`` for it (emptied
+    when the pool opens a new driver connection in its place)."""
+    return conn.info.setdefault("course_last_answer", LastAnswer())
+
+
+def in_transaction(dbapi_connection):
+    """True when the server's last answer on this driver connection said a transaction is open
+    (True too where the flags cannot be read: then nothing is run again inside one by mistake)."""
+    if not server_flags.AVAILABLE:
+        return True
+    return bool(server_flags.read(dbapi_connection) & server_flags.IN_TRANSACTION)
+
+
+def _situation(context, read_timeout):
+    code = context.original_exception.args[0] if context.original_exception.args else None
+    last = _last(context.connection)  # before SQLAlchemy invalidates it, right after the handlers ran
+    sql = context.statement or "COMMIT"  # a failed commit() has no statement
+    if code in (SERVER_GONE, IDLE_TIMEOUT):
+        failure = "not sent"
+    elif code in (SERVER_LOST, CONNECTION_KILLED) and read_timeout and \
+            time.monotonic() - last.started >= 0.95 * read_timeout:
+        failure = "timed out"
+    else:
+        failure = "lost"
+    options = context.execution_context.execution_options if context.execution_context else {}
+    if context.statement is None or statements.may_end_transaction(sql):
+        kind = "may commit"
+    elif statements.is_read(sql):
+        kind = "read"
+    else:
+        kind = "idempotent" if options.get("idempotent") else "write"
+    session = "needed" if statements.reads_the_session(sql) else "not needed"
+    return rule.Situation(failure, "open" if last.in_transaction else "none", kind, session,
+                          "yes" if options.get("course_retried") else "no")
+
+
+def execute(runner, statement, parameters=None):
+    """``runner.execute(statement, parameters)`` on a Connection or an ORM Session; after
+    ``RunAgain``, ``rollback()`` (the lost connection's transaction is gone on the server too)
+    and once more, on a new connection."""
+    try:
+        return runner.execute(statement, parameters)
+    except RunAgain:
+        runner.rollback()
+        return runner.execute(statement, parameters, execution_options={"course_retried": True})
