@@ -44,6 +44,7 @@ class LastAnswer:
     """What the server said after a driver connection's last statement, and when the next one began."""
 
     in_transaction: bool = False
+    autocommit: bool = False  # off, as SQLAlchemy leaves the driver unless isolation_level="AUTOCOMMIT"
     started: float = 0.0
 
 
@@ -57,7 +58,8 @@ def install(engine, read_timeout=None):
 
     @event.listens_for(engine, "after_cursor_execute")
     def answered(conn, cursor, statement, parameters, context, executemany):
-        _last(conn).in_transaction = in_transaction(conn.connection.dbapi_connection)
+        last = _last(conn)
+        last.in_transaction, last.autocommit = status(conn.connection.dbapi_connection)
 
     @event.listens_for(engine, "handle_error")
     def judged(context):
@@ -81,12 +83,13 @@ def _last(conn):
     return conn.info.setdefault("course_last_answer", LastAnswer())
 
 
-def in_transaction(dbapi_connection):
-    """True when the server's last answer on this driver connection said a transaction is open
-    (True too where the flags cannot be read: then nothing is run again inside one by mistake)."""
+def status(dbapi_connection):
+    """``(in transaction, autocommit)`` by the server's last answer on this driver connection
+    (``(True, False)`` where the flags cannot be read: then nothing is run again by mistake)."""
     if not server_flags.AVAILABLE:
-        return True
-    return bool(server_flags.read(dbapi_connection) & server_flags.IN_TRANSACTION)
+        return True, False
+    flags = server_flags.read(dbapi_connection)
+    return bool(flags & server_flags.IN_TRANSACTION), bool(flags & server_flags.AUTOCOMMIT)
 
 
 def _situation(context, read_timeout):
@@ -108,7 +111,10 @@ def _situation(context, read_timeout):
     else:
         kind = "idempotent" if options.get("idempotent") else "write"
     session = "needed" if statements.reads_the_session(sql) else "not needed"
-    return rule.Situation(failure, "open" if last.in_transaction else "none", kind, session,
+    # With autocommit off (SQLAlchemy's way) a write opens a transaction that only a COMMIT ends: lost
+    # with its connection, it was rolled back, as a transaction already open is
+    opened = last.in_transaction or (not last.autocommit and kind in ("write", "idempotent"))
+    return rule.Situation(failure, "open" if opened else "none", kind, session,
                           "yes" if options.get("course_retried") else "no")
 
 

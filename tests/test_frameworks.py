@@ -1,0 +1,131 @@
+"""Chapter 09's promises: the ORM session recovers after a disconnect the way the chapter teaches
+(rollback, then run again where the rule allows), and a worker idle past wait_timeout fails
+without the chapter's fix and succeeds with it. All against the real server, real KILLs and a
+real wait_timeout; the worker is a real Celery worker on the course's Redis."""
+import pytest
+from sqlalchemy import create_engine, exc, text
+from sqlalchemy.orm import Session
+
+import config
+import faults
+import models
+import sqlalchemy_rule
+from conftest import request_table
+from errors import OutcomeUnknown, TransactionLost
+
+
+def kill(session):
+    connection_id = session.execute(text("SELECT CONNECTION_ID()")).scalar()
+    faults.kill(connection_id)
+    faults.wait_until_closed([connection_id])
+
+
+@pytest.fixture
+def engine():
+    engine = create_engine(config.sql_url(), pool_pre_ping=True)
+    sqlalchemy_rule.install(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_a_session_whose_connection_died_refuses_work_until_rolled_back():
+    engine = create_engine(config.sql_url(), pool_pre_ping=True)  # SQLAlchemy alone, without the recipe
+    with Session(engine) as session:
+        kill(session)  # pre-ping cannot help: the session holds its connection
+        with pytest.raises(exc.OperationalError) as lost:
+            session.execute(text("SELECT 1"))
+        with pytest.raises(exc.PendingRollbackError):
+            session.execute(text("SELECT 1"))
+        session.rollback()
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+    assert lost.value.orig.args[0] == 2013 and lost.value.connection_invalidated
+
+
+def test_the_recipe_runs_a_read_again_once_on_a_new_connection(engine):
+    with Session(engine) as session:
+        session.execute(text("SELECT 1"))
+        session.commit()  # the transaction ended: nothing of it is lost with the connection
+        before = session.execute(text("SELECT CONNECTION_ID()")).scalar()
+        session.commit()
+        faults.kill(before)
+        faults.wait_until_closed([before])
+        after = sqlalchemy_rule.execute(session, text("SELECT CONNECTION_ID()")).scalar()
+        assert after != before
+
+
+def test_the_recipe_says_transaction_lost_and_the_session_recovers_after_rollback(engine):
+    with request_table("frameworks_rows") as rows, Session(engine) as session:
+        session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
+        kill(session)
+        with pytest.raises(TransactionLost):
+            sqlalchemy_rule.execute(session, text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
+        session.rollback()  # what the chapter teaches: then run the unit of work again, whole
+        session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
+        session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
+        session.commit()
+        assert rows(1) == 2
+
+
+def test_a_lost_answer_to_commit_is_outcome_unknown_and_not_run_again():
+    with request_table("frameworks_rows") as rows, faults.LinkCutter() as link:
+        relayed = create_engine(config.sql_url(port=link.port))
+        sqlalchemy_rule.install(relayed)
+        with Session(relayed) as session:
+            session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (2)"))
+            link.cut_next_reply(session.connection().connection.dbapi_connection, statement="COMMIT")
+            with pytest.raises(OutcomeUnknown):
+                session.commit()
+        relayed.dispose()
+        assert rows(2) == 1  # it was applied, though the app could not be told: hence "unknown"
+
+
+def test_a_write_lost_on_the_way_in_sqlalchemys_transaction_is_transaction_lost():
+    with request_table("frameworks_rows") as rows, faults.LinkCutter() as link:
+        relayed = create_engine(config.sql_url(port=link.port))
+        sqlalchemy_rule.install(relayed)
+        with Session(relayed) as session:
+            session.execute(text("SELECT 1"))
+            session.commit()
+            link.cut_next_reply(session.connection().connection.dbapi_connection, statement="INSERT")
+            with pytest.raises(TransactionLost):  # autocommit off: only a COMMIT could have kept it
+                sqlalchemy_rule.execute(session, text("INSERT INTO frameworks_rows (request_id) VALUES (3)"))
+        relayed.dispose()
+        assert rows(3) == 0
+
+
+def first_tasks_then_idle(worker, tasks):
+    """Each task once (each opens a connection), then idle until the server has hung up on every
+    one (their wait_timeout of 1 s ran out), then each once more: what they answer then."""
+    first = [worker.call(*task) for task in tasks]
+    faults.wait_until_closed([answer["connection_id"] for answer in first])
+    return {task: worker.call(*task) for task in tasks}
+
+
+TASKS = [("django_first_person", "default"), ("django_first_person", "persistent"),
+         ("django_first_person", "health_checks"), ("sqlalchemy_first_person",)]
+
+
+def test_a_worker_without_a_fix_fails_after_a_quiet_night():
+    import course_worker
+
+    models.seed()
+    with course_worker.running("none", wait_timeout=1) as worker:
+        after = first_tasks_then_idle(worker, TASKS)
+    for task, answer in after.items():
+        assert "2006" in answer and answer.startswith("failed: "), task
+
+
+def test_a_worker_with_the_fix_survives_except_where_it_does_not_reach():
+    import course_worker
+
+    models.seed()
+    with course_worker.running("signals", wait_timeout=1) as worker:
+        after = first_tasks_then_idle(worker, TASKS)
+    firstnames = {task: answer["firstname"] if isinstance(answer, dict) else answer for task, answer in after.items()}
+    assert firstnames == {
+        ("django_first_person", "default"): "John",  # close_old_connections(): CONN_MAX_AGE 0 closes at each task
+        ("django_first_person", "persistent"): "failed: OperationalError(2006, 'Server has gone away')",  # not yet old
+        ("django_first_person", "health_checks"): "John",  # ... unless CONN_HEALTH_CHECKS pings it first
+        ("sqlalchemy_first_person",): "John",  # pool_pre_ping
+    }
