@@ -79,8 +79,12 @@ def install(engine, read_timeout=None):
 
 def _last(conn):
     """The LastAnswer of ``conn``'s driver connection, kept in SQLAlchemy's ``info`` for it (emptied
-    when the pool opens a new driver connection in its place)."""
-    return conn.info.setdefault("course_last_answer", LastAnswer())
+    when the pool opens a new driver connection in its place); a new one starts from the flags
+    the connection has (its handshake's, or its ``SET autocommit``'s)."""
+    last = conn.info.get("course_last_answer")
+    if last is None:
+        last = conn.info["course_last_answer"] = LastAnswer(*status(conn.connection.dbapi_connection))
+    return last
 
 
 def status(dbapi_connection):
@@ -119,11 +123,12 @@ def _situation(context, read_timeout):
 
 
 def execute(runner, statement, parameters=None):
-    """``runner.execute(statement, parameters)`` on a Connection or an ORM Session; after
-    ``RunAgain``, ``rollback()`` (the lost connection's transaction is gone on the server too)
-    and once more, on a new connection."""
+    """``runner.execute(statement, parameters)`` on a Connection or an ORM Session (a plain string:
+    ``exec_driver_sql()``, on a Connection); after ``RunAgain``, ``rollback()`` (the lost
+    connection's transaction is gone on the server too) and once more, on a new connection."""
+    run = runner.exec_driver_sql if isinstance(statement, str) else runner.execute
     try:
-        return runner.execute(statement, parameters)
+        return run(statement, parameters)
     except RunAgain:
         runner.rollback()
-        return runner.execute(statement, parameters, execution_options={"course_retried": True})
+        return run(statement, parameters, execution_options={"course_retried": True})

@@ -16,6 +16,10 @@ The floor is a connection kept open (the naive strategy, which costs nothing ext
 breaks): a strategy that does the floor's work and more cannot truly cost less, so a ratio whose
 interval lies below 1.0 would be an artifact of the method.
 
+On the command line, SQLAlchemy's and Django's configurations of chapter 09 follow
+(``bench/frameworks.py``: ``NullPool``, recycle, the course's rule in SQLAlchemy's events, Django's
+``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS``); ``run()`` adds them with ``frameworks=True``.
+
 Beside the strategies, for reference (not taught as strategies): peewee's connection pool, and
 SQLAlchemy's pooled engine: as shipped, used as apps use it (``engine.connect()``), and with
 ``pool_pre_ping``. Used that way it sends a ``ROLLBACK`` at the end of every request (the
@@ -139,14 +143,17 @@ class Statements:
         return self.run(sql, params or ())
 
 
-def contenders(port=None):
-    """Every strategy, and the reference rows, connecting to ``port`` (a relay's) or straight."""
+def contenders(port=None, frameworks=False):
+    """Every strategy, and the reference rows, connecting to ``port`` (a relay's) or straight;
+    with ``frameworks``, SQLAlchemy's and Django's configurations after them (``bench/frameworks.py``)."""
+    from bench import frameworks as chapter_09  # the command line's rows; Django only when they are built
+
     return [cls(S.database(cls.database_class, port=port)) for cls in S.STRATEGIES.values()] + [
         PeeweePool(port),
         SQLAlchemyEngine("sqlalchemy_pool", port),
         SQLAlchemyEngine("sqlalchemy_pool_no_reset", port, raw=True, pool_reset_on_return=None),
         SQLAlchemyEngine("sqlalchemy_pre_ping", port, pool_pre_ping=True),
-    ]
+    ] + (chapter_09.contenders(port) if frameworks else [])
 
 
 def measure(strategies, repeat, warmup, seed=None):
@@ -167,14 +174,14 @@ def measure(strategies, repeat, warmup, seed=None):
     return wall, cpu
 
 
-def run(repeat=None, rtt_ms=None, seed=None):
+def run(repeat=None, rtt_ms=None, seed=None, frameworks=False):
     """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
     round-by-round ratios) with its 95% interval; beside them the median CPU time of the client
     per request (``cpu_us``) and its ratio to the floor's, with its interval (``cpu_ratio``,
     ``cpu_ratio_low``, ``cpu_ratio_high``); through a relay ``rtt_ms`` away when it is given."""
     repeat = repeat or default_rounds(rtt_ms)
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
-    everyone = contenders(relay.port if relay else None)
+    everyone = contenders(relay.port if relay else None, frameworks)
     try:
         # warm-up, not kept: the first rounds open every contender's connections and fill the server's
         # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
@@ -195,9 +202,9 @@ def run(repeat=None, rtt_ms=None, seed=None):
     return result if rtt_ms is None else {"rtt_ms": rtt_ms, **result}
 
 
-def run_far(rtts_ms, repeat=None, seed=None):
+def run_far(rtts_ms, repeat=None, seed=None, frameworks=False):
     """One run through the relay at each round trip; ``{"runs": [...]}``."""
-    return {"runs": [run(repeat, rtt_ms, seed) for rtt_ms in rtts_ms]}
+    return {"runs": [run(repeat, rtt_ms, seed, frameworks) for rtt_ms in rtts_ms]}
 
 
 INSTRUCTION_REQUESTS = 1000
@@ -208,7 +215,7 @@ def instructions(names=None, requests=INSTRUCTION_REQUESTS):
     callgrind, and its ratio to the floor's: ``{"requests": n, "strategies": [{"name",
     "instructions", "ratio"}, ...]}``."""
     if not names:
-        everyone = contenders()
+        everyone = contenders(frameworks=True)
         names = [contender.name for contender in everyone]
         for contender in everyone:
             contender.close()
@@ -235,7 +242,7 @@ def _counted(name, requests):
 
 def run_only(name, requests, warmup=50):
     """``requests`` requests of one contender, after ``warmup`` (under callgrind, for ``instructions()``)."""
-    contender = next(contender for contender in contenders() if contender.name == name)
+    contender = next(contender for contender in contenders(frameworks=True) if contender.name == name)
     gc.collect()
     gc.freeze()  # what was made before is left out of later collections: one of them would swamp the count
     try:
@@ -295,10 +302,10 @@ def main(argv=None):
             print(f"{row['name']:26}{row['instructions']:>12}{row['ratio']:>10.3f}")
         return
     if args.rtt_ms is None:
-        result = run(args.repeat, seed=args.seed)
+        result = run(args.repeat, seed=args.seed, frameworks=True)
         results = [(result, "loopback")]
     else:
-        result = run_far(args.rtt_ms, args.repeat, args.seed)
+        result = run_far(args.rtt_ms, args.repeat, args.seed, frameworks=True)
         results = [(run_, f"round trip {run_['rtt_ms']} ms through the relay") for run_ in result["runs"]]
     if args.json:
         print(json.dumps(result))
