@@ -21,6 +21,7 @@ a quiet night in a second. The worker runs one task at a time (``--pool solo``) 
 its own, started and stopped by ``running()``.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,14 +85,23 @@ class Worker:
     log: Path
 
     def call(self, task, *args, timeout=30):
-        """Run ``task`` on the worker and wait for it: what it returned, or ``"failed: <error>"``."""
+        """Run ``task`` on the worker and wait for it: what it returned, or ``"failed: <error> <code>"``."""
         result = app.send_task(f"course_worker.{task}", args=args)
         try:
             return result.get(timeout=timeout)
         except Exception as error:  # the task's own error, rebuilt from the result backend
-            return f"failed: {type(error).__name__}{error.args[:2]}"
+            return f"failed: {_described(error)}"
         finally:
             result.forget()
+
+
+def _described(error):
+    """``OperationalError 2006``: the class and code of a task's error. Celery rebuilds an error
+    whose class it cannot import here (SQLAlchemy's) as a plain ``Exception`` naming it."""
+    text = str(error)
+    named = re.search(r"<class '(?:\w+\.)*(\w+)'>", text)
+    code = re.search(r"\((\d{4}), ", text)
+    return f"{named.group(1) if named else type(error).__name__} {code.group(1) if code else text[:80]}"
 
 
 @contextmanager

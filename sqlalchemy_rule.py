@@ -6,13 +6,18 @@ a recipe short enough to copy (chapter 09).
     with Session(engine) as session:
         sqlalchemy_rule.execute(session, text("SELECT ..."))  # run again once, where the rule says so
 
-``install()`` listens to two events. ``after_cursor_execute`` keeps, for each of the driver's
-connections, what the server said after its last statement: whether a transaction is open (its
-status flags, ``server_flags.py``). ``handle_error`` runs when a statement fails; when SQLAlchemy
-calls the failure a disconnect (its dialect's ``is_disconnect()``: 1927, 2006, 2013, 2014, 2045,
-2055, 4031), it asks the rule what may happen next and raises what the rule says instead:
+``install()`` listens to two events. ``before_cursor_execute`` notes when a statement is sent.
+``handle_error`` runs when one fails; when SQLAlchemy calls the failure a disconnect (its
+dialect's ``is_disconnect()``: 1927, 2006, 2013, 2014, 2045, 2055, 4031), it reads what the
+server said in its last answer on that connection (its status flags, ``server_flags.py``: a
+transaction open, autocommit on; a failure leaves them as they were), asks the rule what may
+happen next, and raises what the rule says instead:
 ``RunAgain`` (SQLAlchemy's own ``OperationalError``, the connection invalidated),
-``TransactionLost``, ``OutcomeUnknown`` or ``SessionLost`` (the course's, ``errors.py``).
+``TransactionLost``, ``OutcomeUnknown`` or ``SessionLost`` (the course's, ``errors.py``). With
+autocommit off (SQLAlchemy's default) a write opens a transaction only a ``COMMIT`` ends: lost
+with its connection, nothing of it was applied; when it opened the transaction itself (the
+first statement since a commit or rollback), ``TransactionLost`` becomes ``RunAgain``: running
+it again is running the transaction again whole, as ``strategies.run_transaction()`` would.
 ``execute()`` runs a statement, and after ``RunAgain`` rolls back (what SQLAlchemy asks of a
 Connection or Session whose connection was lost: else ``PendingRollbackError``) and runs it once
 more, on a new connection. A transaction the rule calls lost is the app's to run again, whole.
@@ -22,7 +27,6 @@ Where it stops: the session fact is judged from the statement's text alone (a st
 may run twice is declared with ``execution_options(idempotent=True)``.
 """
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import event, exc
 
@@ -39,52 +43,29 @@ class RunAgain(exc.OperationalError):
     """The rule says the statement may run again, once: nothing ran, or running it twice is running it once."""
 
 
-@dataclass
-class LastAnswer:
-    """What the server said after a driver connection's last statement, and when the next one began."""
-
-    in_transaction: bool = False
-    autocommit: bool = False  # off, as SQLAlchemy leaves the driver unless isolation_level="AUTOCOMMIT"
-    started: float = 0.0
-
-
 def install(engine, read_timeout=None):
     """Judge every disconnect on ``engine``'s connections by the rule. ``read_timeout``: the one
     given to the driver, so that a loss that late is taken for the client giving up."""
 
     @event.listens_for(engine, "before_cursor_execute")
-    def started(conn, cursor, statement, parameters, context, executemany):
-        _last(conn).started = time.monotonic()
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def answered(conn, cursor, statement, parameters, context, executemany):
-        last = _last(conn)
-        last.in_transaction, last.autocommit = status(conn.connection.dbapi_connection)
+    def sent(conn, cursor, statement, parameters, context, executemany):
+        conn.info["course_sent_at"] = time.monotonic()  # SQLAlchemy's dict for this driver connection
 
     @event.listens_for(engine, "handle_error")
     def judged(context):
         if not context.is_disconnect or context.connection is None:
             return None  # not a lost connection: the app's, as it is
-        situation = _situation(context, read_timeout)
+        situation, alone = _situation(context, read_timeout)
         verdict = rule.verdict(situation)
+        if verdict == rule.TRANSACTION_LOST and alone and situation.retried == "no":
+            verdict = rule.RETRY  # the transaction was this statement alone: run again, it runs again whole
         error = context.sqlalchemy_exception
         if verdict == rule.RETRY:
             return RunAgain(error.statement, error.params, context.original_exception, connection_invalidated=True)
-        why = rule.row_for(situation)[6]
-        raised = RAISED.get(verdict, exc.OperationalError)
-        if raised is exc.OperationalError:  # the rule says raise: SQLAlchemy's own error
+        raised = RAISED.get(verdict)
+        if raised is None:  # the rule says raise: SQLAlchemy's own error, as it is
             return None
-        return raised(context.original_exception.args[0], f"{why} ({situation.failure})")
-
-
-def _last(conn):
-    """The LastAnswer of ``conn``'s driver connection, kept in SQLAlchemy's ``info`` for it (emptied
-    when the pool opens a new driver connection in its place); a new one starts from the flags
-    the connection has (its handshake's, or its ``SET autocommit``'s)."""
-    last = conn.info.get("course_last_answer")
-    if last is None:
-        last = conn.info["course_last_answer"] = LastAnswer(*status(conn.connection.dbapi_connection))
-    return last
+        return raised(context.original_exception.args[0], f"{rule.row_for(situation)[6]} ({situation.failure})")
 
 
 def status(dbapi_connection):
@@ -98,12 +79,13 @@ def status(dbapi_connection):
 
 def _situation(context, read_timeout):
     code = context.original_exception.args[0] if context.original_exception.args else None
-    last = _last(context.connection)  # before SQLAlchemy invalidates it, right after the handlers ran
+    # the driver connection, before SQLAlchemy invalidates it (right after the handlers ran)
+    in_transaction, autocommit = status(context.connection.connection.dbapi_connection)
     sql = context.statement or "COMMIT"  # a failed commit() has no statement
     if code in (SERVER_GONE, IDLE_TIMEOUT):
         failure = "not sent"
     elif code in (SERVER_LOST, CONNECTION_KILLED) and read_timeout and \
-            time.monotonic() - last.started >= 0.95 * read_timeout:
+            time.monotonic() - context.connection.info.get("course_sent_at", 0) >= 0.95 * read_timeout:
         failure = "timed out"
     else:
         failure = "lost"
@@ -117,9 +99,10 @@ def _situation(context, read_timeout):
     session = "needed" if statements.reads_the_session(sql) else "not needed"
     # With autocommit off (SQLAlchemy's way) a write opens a transaction that only a COMMIT ends: lost
     # with its connection, it was rolled back, as a transaction already open is
-    opened = last.in_transaction or (not last.autocommit and kind in ("write", "idempotent"))
-    return rule.Situation(failure, "open" if opened else "none", kind, session,
-                          "yes" if options.get("course_retried") else "no")
+    opened = in_transaction or (not autocommit and kind in ("write", "idempotent"))
+    situation = rule.Situation(failure, "open" if opened else "none", kind, session,
+                               "yes" if options.get("course_retried") else "no")
+    return situation, opened and not in_transaction
 
 
 def execute(runner, statement, parameters=None):

@@ -22,6 +22,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "course_django.urls"
 INSTALLED_APPS = ["course_django"]
+MIDDLEWARE = ["course_django.middleware.ErrorPage"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 LOGGING_CONFIG = None

@@ -15,3 +15,11 @@ def connection_id(request, alias):
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT CONNECTION_ID()")
         return JsonResponse({"id": cursor.fetchone()[0]})
+
+
+def expire(request, alias):
+    """The fault, through the app's own connection: its ``wait_timeout`` shortened to 1 s."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SET SESSION wait_timeout = 1")
+        cursor.execute("SELECT CONNECTION_ID()")
+        return JsonResponse({"id": cursor.fetchone()[0]})
