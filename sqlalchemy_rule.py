@@ -24,7 +24,9 @@ more, on a new connection. A transaction the rule calls lost is the app's to run
 
 Where it stops: the session fact is judged from the statement's text alone (a statement that reads
 ``LAST_INSERT_ID()`` or ``@variables``), not from state the session holds; a write the app knows
-may run twice is declared with ``execution_options(idempotent=True)``.
+may run twice is declared with ``execute(..., idempotent=True)`` (SQLAlchemy's execution options).
+A read of a table counts as a write unless declared, as in the course (a view may call a stored
+function that writes).
 """
 import time
 
@@ -105,13 +107,14 @@ def _situation(context, read_timeout):
     return situation, opened and not in_transaction
 
 
-def execute(runner, statement, parameters=None):
+def execute(runner, statement, parameters=None, **execution_options):
     """``runner.execute(statement, parameters)`` on a Connection or an ORM Session (a plain string:
     ``exec_driver_sql()``, on a Connection); after ``RunAgain``, ``rollback()`` (the lost
-    connection's transaction is gone on the server too) and once more, on a new connection."""
+    connection's transaction is gone on the server too) and once more, on a new connection.
+    ``idempotent=True`` declares that it may run twice (a write keyed by an id the client chose)."""
     run = runner.exec_driver_sql if isinstance(statement, str) else runner.execute
     try:
-        return run(statement, parameters)
+        return run(statement, parameters, execution_options=execution_options)
     except RunAgain:
         runner.rollback()
-        return run(statement, parameters, execution_options={"course_retried": True})
+        return run(statement, parameters, execution_options={**execution_options, "course_retried": True})

@@ -130,3 +130,61 @@ def test_a_worker_with_the_fix_survives_except_where_it_does_not_reach():
         ("django_first_person", "health_checks"): "John",  # ... unless CONN_HEALTH_CHECKS pings it first
         ("sqlalchemy_first_person",): "John",  # pool_pre_ping
     }
+
+
+@pytest.fixture
+def autocommit_through_a_relay():
+    """An engine on the driver's autocommit (as bench/frameworks.py runs them), through a relay, with the recipe."""
+    with faults.LinkCutter() as link:
+        engine = create_engine(config.sql_url(port=link.port), isolation_level="AUTOCOMMIT")
+        sqlalchemy_rule.install(engine)
+        yield engine, link
+        engine.dispose()
+
+
+@pytest.mark.parametrize("declared, raised, copies", [(False, OutcomeUnknown, 1), (True, None, 2)])
+def test_a_write_whose_answer_was_lost_runs_again_only_when_declared_idempotent(autocommit_through_a_relay, declared,
+                                                                                raised, copies):
+    engine, link = autocommit_through_a_relay
+    insert = "INSERT INTO frameworks_rows (request_id) VALUES (4)"
+    with request_table("frameworks_rows") as rows, engine.connect() as connection:
+        link.cut_next_reply(connection.connection.dbapi_connection, statement="INSERT")
+        if raised:
+            with pytest.raises(raised):
+                sqlalchemy_rule.execute(connection, insert)
+        else:
+            sqlalchemy_rule.execute(connection, insert, idempotent=True)
+        assert rows(4) == copies  # the server ran the first: declared, it ran again (a keyed write absorbs that)
+
+
+def test_a_read_the_clients_read_timeout_gave_up_on_is_not_run_again():
+    from bench.chaos_app import RunCounter
+
+    engine = create_engine(config.sql_url(), connect_args={"read_timeout": 1})
+    sqlalchemy_rule.install(engine, read_timeout=1)
+    counter = RunCounter("AS frameworks_slow", longest=3)  # the server's copies of it, seen in its process list
+    try:
+        with engine.connect() as connection, pytest.raises(exc.OperationalError) as timed_out:
+            sqlalchemy_rule.execute(connection, text("SELECT SLEEP(1.5) AS frameworks_slow"))
+    finally:
+        counter.ended.set()
+    engine.dispose()
+    assert timed_out.value.orig.args[0] == 2013 and counter.copies() == 1  # the server may run it still: once
+
+
+def test_the_broker_starts_and_stops_on_its_own_port():
+    import broker
+
+    assert broker.course().port == config.DB_PORT + broker.OFFSET
+    was_running = broker.course().pid() is not None
+    assert broker.start().endswith(f"127.0.0.1:{broker.course().port}") and broker.status().startswith("running")
+    if not was_running:
+        assert broker.stop() == "stopped" and broker.status() == "not running"
+
+
+def test_the_courses_own_rows_need_none_of_chapter_09s_packages():
+    from conftest import run_python
+
+    blocked = "import sys; sys.modules.update(django=None, celery=None)\n"
+    result = run_python(blocked + "from bench import chaos, overhead; overhead.contenders()[0].close(); print('ok')")
+    assert result.stdout.strip() == "ok", result.stderr
