@@ -107,10 +107,10 @@ def _described(error):
 @contextmanager
 def running(fix="none", wait_timeout=None):
     """Start a worker with ``fix`` (``FIXES``), its connections' ``wait_timeout`` shortened when
-    given; stop it when the block ends (and the broker, if it started it)."""
+    given; stop it when the block ends. The broker is started if it is not running, and left
+    running: this process's Celery client keeps its connections to it (``broker.stop()`` when done)."""
     if fix not in FIXES:
         raise ValueError(f"fix must be one of {FIXES}, not {fix!r}")
-    started = broker.course().pid() is None
     broker.start()
     log = broker.course().home / f"worker-{fix}.log"
     env = {**os.environ, "COURSE_WORKER_FIX": fix}
@@ -133,8 +133,6 @@ def running(fix="none", wait_timeout=None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if started:
-            broker.stop()
 
 
 def _wait_until_ready(worker, timeout=30):

@@ -95,6 +95,18 @@ def test_a_write_lost_as_the_first_of_sqlalchemys_transaction_runs_again_once():
         assert rows(3) == 1  # the first copy went with its connection; the second was committed
 
 
+@pytest.fixture(scope="module")
+def broker_running():
+    """The worker's broker for this file's workers, stopped after them if it was not running before."""
+    import broker
+
+    was_running = broker.course().pid() is not None
+    broker.start()
+    yield
+    if not was_running:
+        broker.stop()
+
+
 def first_tasks_then_idle(worker, tasks):
     """Each task once (each opens a connection), then idle until the server has hung up on every
     one (their wait_timeout of 1 s ran out), then each once more: what they answer then."""
@@ -107,7 +119,7 @@ TASKS = [("django_first_person", "default"), ("django_first_person", "persistent
          ("django_first_person", "health_checks"), ("sqlalchemy_first_person",)]
 
 
-def test_a_worker_without_a_fix_fails_after_a_quiet_night():
+def test_a_worker_without_a_fix_fails_after_a_quiet_night(broker_running):
     import course_worker
 
     models.seed()
@@ -117,7 +129,7 @@ def test_a_worker_without_a_fix_fails_after_a_quiet_night():
         assert answer == "failed: OperationalError 2006", task
 
 
-def test_a_worker_with_the_fix_survives_except_where_it_does_not_reach():
+def test_a_worker_with_the_fix_survives_except_where_it_does_not_reach(broker_running):
     import course_worker
 
     models.seed()
