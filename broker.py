@@ -5,7 +5,10 @@ the database (chapter 09).
 
 It is Debian's ``redis-server`` (``bin/setup`` installs it), on 127.0.0.1 at ``DB_PORT + 200``
 (13506 unless ``DB_PORT`` is set: each test worker's server has its own), in ``redis/`` beside the
-database's data, keeping nothing on disk: a queue of a course's tasks need not outlive it.
+database's data, keeping nothing on disk: a queue of a course's tasks need not outlive it. With
+``DB_HOST`` set (a server of one's own, or a room's shared one, whose learners may share a
+machine) a number from ``DB_USER`` is added to the port (0 to 99), and to the folder's name: each
+account's worker takes only its own tasks.
 """
 import os
 import shutil
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +53,11 @@ class Broker:
 
 
 def course():
-    """The course's broker: ``DB_PORT + 200``, in the database server's home."""
-    return Broker(config.DB_PORT + OFFSET, localdb.HOME / "redis")
+    """The course's broker: ``DB_PORT + 200``, in the database server's home (see above for ``DB_HOST``)."""
+    if config.LOCAL_SERVER:
+        return Broker(config.DB_PORT + OFFSET, localdb.HOME / "redis")
+    account = zlib.crc32(config.DB_USER.encode()) % 100
+    return Broker(config.DB_PORT + OFFSET + account, localdb.HOME / f"redis-{config.DB_USER}")
 
 
 def _answers(port):

@@ -187,11 +187,21 @@ def test_a_read_the_clients_read_timeout_gave_up_on_is_not_run_again():
 def test_the_broker_starts_and_stops_on_its_own_port():
     import broker
 
-    assert broker.course().port == config.DB_PORT + broker.OFFSET
+    if config.LOCAL_SERVER:
+        assert broker.course().port == config.DB_PORT + broker.OFFSET
     was_running = broker.course().pid() is not None
     assert broker.start().endswith(f"127.0.0.1:{broker.course().port}") and broker.status().startswith("running")
     if not was_running:
         assert broker.stop() == "stopped" and broker.status() == "not running"
+
+
+def test_two_accounts_of_a_shared_server_get_a_broker_each():
+    from conftest import run_python
+
+    show = "import broker; b = broker.course(); print(b.port, b.home.name)"
+    first, second = (run_python(show, DB_HOST="127.0.0.1", DB_PORT="13506", DB_USER=user).stdout.split()
+                     for user in ("learner01", "learner02"))
+    assert first != second and all(13706 <= int(port) < 13806 for port in (first[0], second[0]))
 
 
 def test_the_courses_own_rows_need_none_of_chapter_09s_packages():
