@@ -21,12 +21,15 @@ REPLICATION ?= async
 # (the most tests first: --no-loadscope-reorder)
 TEST_WORKERS ?= 8
 
-.PHONY: setup setup-test setup-asyncio setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
+.PHONY: setup setup-frameworks setup-test setup-asyncio setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
 
 setup:             ## system packages and .venv with what a learner needs, where missing
 	@bash bin/setup
 
-setup-test:        ## also what the tests need (requirements-test.txt)
+setup-frameworks:  ## also chapter 09's Django and Celery (requirements-frameworks.txt)
+	@bash bin/setup --frameworks
+
+setup-test:        ## also what the tests need (requirements-test.txt, and chapter 09's set)
 	@bash bin/setup --test
 
 setup-asyncio:     ## also what chapter 10 (asyncio) needs (requirements-asyncio.txt)
@@ -41,8 +44,9 @@ setup-browser:     ## the tests', the book's and Chromium, for the browser test 
 server: setup      ## start the local MariaDB server (or check your own, when DB_HOST is set)
 	@$(PY) -m localdb start
 
-stop:              ## stop the local MariaDB server
+stop:              ## stop the local MariaDB server (and chapter 09's broker, if it runs)
 	@$(PY) -m localdb stop
+	@$(PY) -m broker stop >/dev/null
 
 status:
 	@$(PY) -m localdb status

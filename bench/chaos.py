@@ -62,10 +62,11 @@ import app
 import config
 import faults
 import strategies as S
-from bench import clusters, wrong
+from bench import clusters, frameworks, wrong
 from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
+FRAMEWORKS = frameworks.NAMES  # SQLAlchemy's and Django's configurations (chapter 09): the command line runs them too
 BETWEEN = ["kill_between", "expire", "restart", "silent_drop"]  # strike every connection the app holds, between batches
 DURING = {  # strike requests, one of each kind listed, one after another
     "kill_during": ["read"],
@@ -285,7 +286,7 @@ def tally_up(tally, steps, answers, rows, runs, last_fault, took):
             tally.errors_by_kind[told] = tally.errors_by_kind.get(told, 0) + 1
 
 
-STRATEGIES = {**S.STRATEGIES, **wrong.STRATEGIES}
+STRATEGIES = {**S.STRATEGIES, **wrong.STRATEGIES, **frameworks.STRATEGIES}
 
 
 def run_all(requests=2000, seed=1, fault_every=35, names=NAMES, progress=None, threads=THREADS,
@@ -360,7 +361,8 @@ def main(argv=None):
         return 0 if self_check() else 1
     started = time.monotonic()
     tallies = [] if args.asyncio_only else run_all(
-        args.requests, args.seed, args.fault_every, progress=None if args.json else show_progress,
+        args.requests, args.seed, args.fault_every, names=NAMES + FRAMEWORKS,
+        progress=None if args.json else show_progress,
         threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster)
     asyncio_tallies = [] if args.cluster else asyncio_rows(args)
     if args.json:
@@ -370,9 +372,9 @@ def main(argv=None):
         return 0
     columns = ["requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown", "unknown_landed",
                "landed_in_part", "lost_but_landed", "max_request_s", "bound_s"]
-    print(f"{'strategy':17}" + "".join(f"{c:>{len(c) + 2}}" for c in columns))
+    print(f"{'strategy':23}" + "".join(f"{c:>{len(c) + 2}}" for c in columns))
     for tally in tallies + asyncio_tallies:
-        print(f"{tally.name:17}" + "".join(f"{str(getattr(tally, c)):>{len(c) + 2}}" for c in columns))
+        print(f"{tally.name:23}" + "".join(f"{str(getattr(tally, c)):>{len(c) + 2}}" for c in columns))
     print(f"\n{args.requests} requests per strategy from {args.threads} threads, seed {args.seed}, "
           f"in {time.monotonic() - started:.0f} s")
     return 0

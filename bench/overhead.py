@@ -17,6 +17,10 @@ The floor is a connection kept open (the naive strategy, which costs nothing ext
 breaks): a strategy that does the floor's work and more cannot truly cost less, so a ratio whose
 interval lies below 1.0 would be an artifact of the method.
 
+On the command line, SQLAlchemy's and Django's configurations of chapter 09 follow
+(``bench/frameworks.py``: ``NullPool``, recycle, the course's rule in SQLAlchemy's events, Django's
+``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS``); ``run()`` adds them with ``frameworks=True``.
+
 Beside the strategies, for reference (not taught as strategies): peewee's connection pool, and
 SQLAlchemy's pooled engine: as shipped, used as apps use it (``engine.connect()``), and with
 ``pool_pre_ping``. Used that way it sends a ``ROLLBACK`` at the end of every request (the
@@ -145,14 +149,17 @@ class Statements:
         return self.run(sql, params or ())
 
 
-def contenders(port=None):
-    """Every strategy, and the reference rows, connecting to ``port`` (a relay's) or straight."""
+def contenders(port=None, frameworks=False):
+    """Every strategy, and the reference rows, connecting to ``port`` (a relay's) or straight;
+    with ``frameworks``, SQLAlchemy's and Django's configurations after them (``bench/frameworks.py``)."""
+    from bench import frameworks as chapter_09  # the command line's rows; Django only when they are built
+
     return [cls(S.database(cls.database_class, port=port)) for cls in S.STRATEGIES.values()] + [
         PeeweePool(port),
         SQLAlchemyEngine("sqlalchemy_pool", port),
         SQLAlchemyEngine("sqlalchemy_pool_no_reset", port, raw=True, pool_reset_on_return=None),
         SQLAlchemyEngine("sqlalchemy_pre_ping", port, pool_pre_ping=True),
-    ]
+    ] + (chapter_09.contenders(port) if frameworks else [])
 
 
 def tls_contenders(port=None):
@@ -194,7 +201,7 @@ def measure(strategies, repeat, warmup, seed=None):
     return wall, cpu
 
 
-def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None):
+def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None, frameworks=False):
     """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
     round-by-round ratios) with its 95% interval; beside them the median CPU time of the client
     per request (``cpu_us``) and its ratio to the floor's, with its interval (``cpu_ratio``,
@@ -203,7 +210,7 @@ def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None):
     repeat = repeat or default_rounds(rtt_ms)
     relay = faults.LinkCutter(rtt_ms=rtt_ms) if rtt_ms is not None else None
     port = relay.port if relay else None
-    everyone = contenders(port) + (tls_contenders(port) if tls else [])
+    everyone = contenders(port, frameworks) + (tls_contenders(port) if tls else [])
     if names:
         keep = {FLOOR, *names}
         for contender in everyone:
@@ -241,9 +248,9 @@ def _summary(wall, cpu, floor):
             "strategies": rows}
 
 
-def run_far(rtts_ms, repeat=None, seed=None, tls=False, names=None):
+def run_far(rtts_ms, repeat=None, seed=None, tls=False, names=None, frameworks=False):
     """One run through the relay at each round trip; ``{"runs": [...]}``."""
-    return {"runs": [run(repeat, rtt_ms, seed, tls, names) for rtt_ms in rtts_ms]}
+    return {"runs": [run(repeat, rtt_ms, seed, tls, names, frameworks) for rtt_ms in rtts_ms]}
 
 
 INSTRUCTION_REQUESTS = 1000
@@ -254,7 +261,7 @@ def instructions(names=None, requests=INSTRUCTION_REQUESTS):
     callgrind, and its ratio to the floor's: ``{"requests": n, "strategies": [{"name",
     "instructions", "ratio"}, ...]}``."""
     if not names:
-        everyone = contenders()
+        everyone = contenders(frameworks=True)
         names = [contender.name for contender in everyone]
         for contender in everyone:
             contender.close()
@@ -281,7 +288,7 @@ def _counted(name, requests):
 
 def run_only(name, requests, warmup=50):
     """``requests`` requests of one contender, after ``warmup`` (under callgrind, for ``instructions()``)."""
-    contender = next(contender for contender in contenders() if contender.name == name)
+    contender = next(contender for contender in contenders(frameworks=True) if contender.name == name)
     gc.collect()
     gc.freeze()  # what was made before is left out of later collections: one of them would swamp the count
     try:
@@ -347,10 +354,10 @@ def main(argv=None):
             print(f"{row['name']:26}{row['instructions']:>12}{row['ratio']:>10.3f}")
         return
     if args.rtt_ms is None:
-        result = run(args.repeat, seed=args.seed, tls=args.tls)
+        result = run(args.repeat, seed=args.seed, tls=args.tls, frameworks=True)
         results = [(result, "loopback")]
     else:
-        result = run_far(args.rtt_ms, args.repeat, args.seed, args.tls)
+        result = run_far(args.rtt_ms, args.repeat, args.seed, args.tls, frameworks=True)
         results = [(run_, f"round trip {run_['rtt_ms']} ms through the relay") for run_ in result["runs"]]
     if args.json:
         print(json.dumps(result))

@@ -42,8 +42,8 @@ def pytest_sessionfinish(session):
 # make test hands out whole files (a notebook runs in one kernel), to a worker as it becomes free:
 # the longest start first, or a worker picks up a half-minute chapter when the rest are nearly done.
 # Longest first by their times in a make test on 2 cores; the others follow in their usual order.
-LONGEST_FIRST = ["08_failover", "08b_galera", "test_galera", "test_chaos_galera", "12_scoreboard", "test_bench",
-                 "07_network", "07b_distance", "11_managed", "test_chaos_cluster", "test_semisync", "test_pair", "test_threads", "test_instructors",
+LONGEST_FIRST = ["08_failover", "08b_galera", "09_frameworks", "test_galera", "test_chaos_galera", "12_scoreboard", "test_bench",
+                 "07_network", "07b_distance", "11_managed", "test_frameworks", "test_chaos_cluster", "test_semisync", "test_pair", "test_threads", "test_instructors",
                  "test_strategies", "05_threads", "test_network", "test_asyncio", "test_promises", "04_reconnect", "03_ping",
                  "01_naive", "test_transactions", "test_review_findings", "test_lab", "test_localdb"]
 

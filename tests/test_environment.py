@@ -1,4 +1,5 @@
-"""requirements.txt (the tested path) and environment.yml (for conda users) list the same packages."""
+"""requirements.txt (the tested path) and chapter 09's requirements-frameworks.txt, and environment.yml
+(for conda users), list the same packages."""
 import re
 
 import yaml
@@ -11,7 +12,9 @@ def pins(lines):
 
 
 def test_environment_yml_lists_the_requirements():
-    requirements = pins((ROOT / "requirements.txt").read_text().splitlines())
+    requirements = set()
+    for name in ("requirements.txt", "requirements-frameworks.txt"):  # a chapter's own set too
+        requirements |= pins((ROOT / name).read_text().splitlines())
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_lists = [item["pip"] for item in environment["dependencies"] if isinstance(item, dict)]
     assert pins(pip_lists[0]) == requirements
