@@ -139,3 +139,10 @@ def test_the_files_make_test_starts_first_exist():
 
     files = {path.stem for path in CHAPTERS} | {path.stem for path in (ROOT / "tests").glob("test_*.py")}
     assert set(LONGEST_FIRST) <= files, set(LONGEST_FIRST) - files  # a renamed file would quietly start last
+
+
+def test_no_file_holds_a_merge_conflicts_markers():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    marked = subprocess.run(["git", "grep", "-l", "-E", "^(<<<<<<<|>>>>>>>) ", "--", *tracked], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split()
+    assert marked == [], marked
