@@ -71,7 +71,7 @@ FLOOR = "naive"
 # of 10,000 by at most 1.5%; 300 rounds 1 and 5 ms away, by at most 1%. Directly on loopback,
 # where a query takes about 40 µs, two runs still differ by up to 15% (where the client's and the
 # server's threads land on the two cores decides much of it), and so do the CPU ratios (up to 15% too,
-# the safe reconnect 1.30x in one run and 1.50x in the next): compare those only within a run, and
+# before the safe reconnect sent statements itself, 1.30x in one run and 1.50x in the next): compare those only within a run, and
 # count instructions (--instructions: runs agree within 1%) to compare runs.
 NEAR_ROUNDS, FAR_ROUNDS = 10_000, 300
 ROUNDED = {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2}
