@@ -8,7 +8,7 @@ runs a ``TransactionLost`` transaction again, and an ``OutcomeUnknown`` one only
 idempotent.) Each fact comes from where it is true:
 
 - ``failure``: how it failed. ``not sent`` the client knows (it found the server had hung up
-  before sending, or could not send: 2006, 4031); ``lost`` means the answer never came (2013,
+  before sending, could not send: 2006, 4031, or could not connect to send it at all); ``lost`` means the answer never came (2013,
   1927): the server may have run it; ``timed out`` is the client's own ``read_timeout`` running
   out: the server may be running it still; ``refused`` the server would not run it (1290: it is
   read-only; 1047: a Galera node outside the cluster's primary component): it did not run. After a retry, the worst of both tries.

@@ -47,6 +47,10 @@ class ServerHungUp(OperationalError):
     """Found before sending: the server had already closed the connection. Nothing was sent."""
 
 
+class NotConnected(OperationalError):
+    """No connection could be opened to send the statement on (the error is its cause). Nothing was sent."""
+
+
 class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     """A database whose every statement, ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` runs through one
     rule (``rule.RULE``): run again once where that cannot apply anything twice, continue half a
@@ -122,15 +126,17 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
         while True:
             started = time.monotonic()
             try:
-                if record is not None:  # else peewee connects as the statement is sent
+                if record is None:  # connected here, not as peewee sends: a connect that fails sent nothing
+                    record = self._connect_before_sending(here)
+                else:
                     if record.dead or not record.more_results and record.poller.poll(0):  # results to come: readable
                         raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
                     if started > record.retire_at and self._retire_if_unneeded(record):
-                        record = None
+                        record = self._connect_before_sending(here)
                 if send is not None:
                     result = send()
-                elif record is None or self.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
-                    result = _execute(self, sql, params)  # peewee connects, logs the statement, calls its hooks
+                elif self.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
+                    result = _execute(self, sql, params)  # peewee logs the statement, calls its hooks
                 else:  # what peewee's execute_sql does then, less its layers: errors are wrapped below
                     result = here["conn"].cursor()
                     result.execute(sql, params or ())
@@ -146,7 +152,6 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 self._after_failure(situation, error, pauses)
                 record, retried = self.record(), "yes"
                 continue
-            record = record or here["record"]  # connected as it was sent
             flags = record.flags.value if record.flags else record.server_status(here["conn"])
             if flags == AUTOCOMMIT and sql in QUIET and not (record.transaction or record.more_results
                                                               or here["transactions"]):  # nor peewee's atomic()
@@ -156,6 +161,13 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
             return result
 
     execute_sql = _run  # every statement; begin() and commit() call _run too
+
+    def _connect_before_sending(self, here):
+        try:
+            self.connect()
+        except OperationalError as error:
+            raise NotConnected(error_code(error), f"could not connect: {error.args[-1]}") from error
+        return here["record"]
 
     def _kind(self, sql):
         if statements.is_read(sql):
@@ -175,7 +187,7 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
     def _failure(self, error, started):
         """How a statement failed, as the rule's ``failure``; None for an error the rule is not for."""
         code = error_code(error)
-        if isinstance(error, ServerHungUp) or code == SERVER_GONE:
+        if isinstance(error, (ServerHungUp, NotConnected)) or code == SERVER_GONE:
             return "not sent"
         if code == IDLE_TIMEOUT and "disconnect" in str(error).lower():  # MySQL 8's; MariaDB's 4031 is another error
             return "not sent"

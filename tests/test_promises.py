@@ -241,3 +241,15 @@ def test_errors_logging_and_hooks_are_peewees_own_on_the_short_path(safe, rows, 
     safe.execute_sql("SELECT 43")
     assert seen == ["SELECT 43"]
     plain.close_all()
+
+
+def test_a_connect_that_fails_sent_nothing_and_the_statement_runs_once_a_server_answers(rows):
+    """A closed database connects as its first statement is sent: when that connect fails (here
+    2013 at the handshake, as in front of a stopped server or a backend a proxy has not found),
+    the statement was never sent, so even an undeclared write runs once a server answers."""
+    with faults.LinkCutter() as relay:
+        db = S.database(S.SafeReconnectMySQLDatabase, port=relay.port, reconnect_timeout=10)
+        relay.play_a_stopped_server(1)
+        db.execute_sql(INSERT, (7,))
+        assert rows(7) == 1
+        db.close_all()
