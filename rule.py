@@ -13,7 +13,9 @@ idempotent.) Each fact comes from where it is true:
   out: the server may be running it still; ``refused`` the server would not run it (1290: it is
   read-only; 1047: a Galera node outside the cluster's primary component): it did not run. After a retry, the worst of both tries.
 - ``transaction``: from the server's status flags after every statement (and peewee's
-  ``atomic()``): ``none``, ``open`` (the server rolls it back when the connection dies), or
+  ``atomic()``): ``none``, ``open`` (the server rolls it back when the connection dies: what it wrote
+  to a transactional table, InnoDB's; a non-transactional one, MyISAM, Aria or MEMORY, keeps every
+  write at once, and is outside the rule's promise), or
   ``partly committed`` (a statement inside it that may commit ran: DDL, ``COMMIT AND CHAIN``, a
   ``CALL``; or an XA transaction, which outlives its connection once prepared).
 - ``statement``: ``read`` (its text shows it changes nothing: ``SELECT 1``), ``idempotent``

@@ -253,3 +253,23 @@ def test_a_connect_that_fails_sent_nothing_and_the_statement_runs_once_a_server_
         db.execute_sql(INSERT, (7,))
         assert rows(7) == 1
         db.close_all()
+
+
+def test_where_the_promise_stops_a_table_that_cannot_roll_back_keeps_a_lost_transactions_write(safe):
+    """``TransactionLost`` says nothing of the transaction was applied: the server rolls it back. A
+    table of a non-transactional engine (MyISAM, Aria, MEMORY) is written at once and is never
+    rolled back, so the promise holds for transactional tables (InnoDB, the course's) only, as
+    the README and rule.py say. This shows the limit, and fails the day it no longer holds."""
+    admin = S.database()
+    admin.execute_sql("CREATE TABLE test_no_rollback (request_id INT NOT NULL) ENGINE=MyISAM")
+    try:
+        safe.begin()
+        safe.execute_sql("INSERT INTO test_no_rollback VALUES (1)")
+        kill_and_wait(safe)
+        with pytest.raises(S.TransactionLost):
+            safe.execute_sql("INSERT INTO test_no_rollback VALUES (2)")
+        kept = admin.execute_sql("SELECT COUNT(*) FROM test_no_rollback").fetchone()[0]
+        assert kept == 1  # the first write of the "lost" transaction is there
+    finally:
+        admin.execute_sql("DROP TABLE test_no_rollback")
+        admin.close_all()
