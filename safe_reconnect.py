@@ -2,7 +2,8 @@
 (``rule.py``) what may happen next, and do only that.
 
 Before a statement is sent, a connection the server has already closed is found (its socket is
-readable: an idle connection never has anything to read) and counts as "not sent". After each
+readable: an idle connection never has anything to read) and counts as "not sent"; not before a
+read, which the rule runs again whether it was sent or not. After each
 statement the server's status flags say whether a transaction is open and whether the session
 changed (``server_flags.py``); what may run twice, the app declares (``idempotent()``);
 what the text of a statement shows is read, conservatively, in ``statements.py``.
@@ -23,7 +24,7 @@ from errors import (CONNECTION_KILLED, DEADLOCK, IDLE_TIMEOUT, LOCK_WAIT_TIMEOUT
                     SERVER_LOST, OutcomeUnknown, SessionLost, TransactionLost, error_code)
 from reconnecting import ReconnectingMySQLDatabase
 from server_flags import AUTOCOMMIT
-from statements import QUIET
+from statements import QUIET, READS
 
 _execute = CourseMySQLDatabase.execute_sql  # peewee's own
 _peewee_log = logging.getLogger("peewee")
@@ -129,7 +130,8 @@ class SafeReconnectMySQLDatabase(ReconnectingMySQLDatabase):
                 if record is None:  # connected here, not as peewee sends: a connect that fails sent nothing
                     record = self._connect_before_sending(here)
                 else:
-                    if record.dead or not record.more_results and record.poller.poll(0):  # results to come: readable
+                    # has the server hung up? (a read needs not ask: see READS; results to come read as "yes")
+                    if record.dead or sql not in READS and not record.more_results and record.poller.poll(0):
                         raise ServerHungUp(SERVER_GONE, "the server had closed the connection: nothing was sent")
                     if started > record.retire_at and self._retire_if_unneeded(record):
                         record = self._connect_before_sending(here)

@@ -254,6 +254,10 @@ class Reading(NamedTuple):
 # after one of them, with no transaction before or after, a connection's record has nothing to learn,
 # and the success path finds that out with one look-up (no call). Bounded, as the readings are.
 QUIET = set()
+# Statements read so far as reads (``is_read``). The rule runs a read again whether it was sent or
+# not (tests/test_rule.py checks it row by row), so the safe reconnect sends one without first
+# looking whether the server hung up (a system call). Bounded, as the readings are.
+READS = set()
 
 
 @_remembered
@@ -263,6 +267,8 @@ def reading(sql):
                    only_sets_autocommit(sql), inserts(sql))
     if not (text.inserts or text.state or text.xa) and len(QUIET) < REMEMBERED:
         QUIET.add(sql)
+    if is_read(sql) and len(READS) < REMEMBERED:
+        READS.add(sql)
     return text
 
 

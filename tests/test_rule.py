@@ -1,4 +1,6 @@
 """The safe reconnect's rule, walked whole, and the text reading it falls back on: no server needed."""
+import dataclasses
+
 import pytest
 
 import rule
@@ -44,6 +46,17 @@ def test_what_nothing_ran_of_is_run_again():
     assert rule.verdict(rule.Situation("lost", "none", "read", "not needed")) == rule.RETRY
     assert rule.verdict(rule.Situation("lost", "none", "idempotent", "not needed")) == rule.RETRY
     assert rule.verdict(rule.Situation("refused", "none", "write", "not needed", "yes")) == rule.RETRY_WHEN_WRITABLE
+
+
+def test_a_read_has_the_same_verdict_sent_or_not_so_the_safe_reconnect_sends_it_unchecked():
+    # safe_reconnect.py looks at the socket before a statement (a system call) only where that can
+    # change the verdict: for a read (statements.READS) it cannot, in any situation
+    for situation in situations(failure="not sent", statement="read"):
+        assert rule.verdict(situation) == rule.verdict(dataclasses.replace(situation, failure="lost")), situation
+    T.reading("SELECT 1")  # what a successful statement's record reads
+    assert "SELECT 1" in T.READS
+    T.reading("SELECT * FROM person")
+    assert "SELECT * FROM person" not in T.READS  # a view may write: not a read, and checked before sending
 
 
 def test_the_rule_is_a_table_a_reader_can_see():
