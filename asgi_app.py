@@ -7,7 +7,10 @@ Each request is a task of its own (uvicorn makes one per request) and runs in ``
   ``finally``, so every request ends with it released;
 - the rule: a connection whose statement was cancelled (the timeout, a ``wait_for``, a cancelled
   task) is closed, never put back. aiomysql 0.3.2 closes it itself (``_close_on_cancel``); the app
-  closes it too, so the rule holds whatever the driver does (asyncmy did not before 0.2.13).
+  closes it too, where the cancel lands (``Requests.run``: a route's own ``wait_for`` included), so
+  the rule holds whatever the driver does (asyncmy did not before 0.2.13). It holds for the
+  statements the app sends through ``Requests.run``; and the server still runs a cancelled
+  statement to its end, on a connection the pool no longer counts.
 
 Routes: ``/person/first``, ``/person/all``, ``/whoami`` (the connection's id, and whether the answer
 read was the answer to this request's own question), ``/sleep/<seconds>`` (a slow statement),
@@ -60,19 +63,29 @@ async def slow_call(seconds):
 class Requests:
     """The routes, each a coroutine returning what to send as JSON."""
 
-    def __init__(self, db):
-        self.db = db
+    def __init__(self, db, guard=True):
+        self.db, self.guard = db, guard
+
+    async def run(self, work):
+        """``db.run(work)``; cancelled on the way (the request's timeout, a ``wait_for`` of the
+        route's own, a cancelled task), the statement's connection is closed where the cancel lands."""
+        try:
+            return await self.db.run(work)
+        except asyncio.CancelledError:
+            if self.guard:
+                close_if_cancelled(self.db)
+            raise
 
     async def query(self, sql, params=()):
-        return await self.db.run(lambda: self.db.execute_sql(sql, params).fetchall())
+        return await self.run(lambda: self.db.execute_sql(sql, params).fetchall())
 
     async def person_first(self):
         with Person.bind_ctx(self.db):
-            return await self.db.run(lambda: Person.select().order_by(Person.id).dicts().first())
+            return await self.run(lambda: Person.select().order_by(Person.id).dicts().first())
 
     async def person_all(self):
         with Person.bind_ctx(self.db):
-            return await self.db.run(lambda: list(Person.select().order_by(Person.id).dicts()))
+            return await self.run(lambda: list(Person.select().order_by(Person.id).dicts()))
 
     async def whoami(self):
         asked = f"task {id(asyncio.current_task())}"
@@ -109,7 +122,7 @@ class AsyncApp:
 
     def __init__(self, db, request_timeout=REQUEST_TIMEOUT, guard=True):
         self.db, self.request_timeout, self.guard = db, request_timeout, guard
-        self.requests = Requests(db)
+        self.requests = Requests(db, guard)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":

@@ -133,10 +133,20 @@ def is_read(sql):
 
 @_remembered
 def may_end_transaction(sql):
-    """False only for a plain statement (which cannot commit, even through a stored function:
-    the server forbids it there) or a savepoint's; ``COMMIT``, DDL (an implicit commit),
-    ``CALL``, ``SET`` and anything unknown may end, or commit, the transaction it runs in."""
-    return not (is_plain(sql) or _SAVEPOINT.fullmatch(_bare(sql)))
+    """False only for one ``SELECT``, ``INSERT``, ``UPDATE``, ``DELETE`` or ``REPLACE`` with no
+    executable comment and no second statement (whatever it calls: the server refuses a commit in
+    a stored function or a trigger, error 1422), or a savepoint's; ``COMMIT``, DDL (an implicit
+    commit), ``CALL``, ``SET`` and anything unknown may end, or commit, the transaction it runs in."""
+    return not (_one_statement_that_cannot_commit(sql) or _SAVEPOINT.fullmatch(_bare(sql)))
+
+
+def _one_statement_that_cannot_commit(sql):
+    if isinstance(sql, bytes):
+        sql = sql.decode(errors="replace")
+    if _CODE_IN_COMMENTS.search(sql) or _MODE_DEPENDENT.search(sql):
+        return False  # code the text does not show, or text whose strings may end elsewhere
+    first = _words(sql, 1)
+    return bool(first) and first[0] in PLAIN_STATEMENTS and ";" not in _bare(sql).rstrip().rstrip(";")
 
 
 @_remembered

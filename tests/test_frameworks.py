@@ -15,7 +15,8 @@ from errors import OutcomeUnknown, TransactionLost
 
 
 def kill(session):
-    connection_id = session.execute(text("SELECT CONNECTION_ID()")).scalar()
+    # the id the client knows from the handshake: no statement (a function call may read as one that commits)
+    connection_id = session.connection().connection.dbapi_connection.thread_id()
     faults.kill(connection_id)
     faults.wait_until_closed([connection_id])
 

@@ -86,7 +86,8 @@ def test_is_read(sql, read):
 @pytest.mark.parametrize("sql,ends", [
     ("INSERT INTO `person` (`firstname`, `surname`) VALUES (%s, %s)", False), ("UPDATE t SET a = a + 1", False),
     ("DELETE FROM t WHERE id = 1", False), ("SELECT * FROM v", False), ("SAVEPOINT `s1`", False),
-    ("ROLLBACK TO SAVEPOINT s1", False), ("INSERT INTO t SELECT f(1)", True),  # code the text does not show
+    ("ROLLBACK TO SAVEPOINT s1", False), ("INSERT INTO t SELECT f(1)", False),  # a stored function cannot commit (1422)
+    ("SELECT CONNECTION_ID()", False), ("SELECT 1; COMMIT", True), ("INSERT INTO t VALUES ('\\'); COMMIT; -- ')", True),
     ("COMMIT", True), ("commit work", True), ("COMMIT AND CHAIN", True), ("CREATE TABLE x (a INT)", True),
     ("CALL p()", True), ("SET autocommit = 1", True), ("START TRANSACTION", True), ("LOCK TABLES t WRITE", True),
     ("/*!*/ COMMIT", True), ("INSERT INTO t VALUES (1) /*! ; COMMIT */", True),
