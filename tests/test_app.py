@@ -97,5 +97,7 @@ def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thre
     if threads == "4":
         assert len(whoami) == len(answers) and all(a["own_answer"] for a in whoami)
         assert len(connections) > 2  # the request threads' own: none is the master's
-    else:
-        assert len(connections) <= 1  # the master's, in every worker that answered (none may have)
+    else:  # two processes on the master's one connection: one served both, or answers crossed, or requests failed
+        shared = any(len({a["process"] for a in whoami if a["connection"] == c}) > 1 for c in connections)
+        broke = len(whoami) < len(answers) or not all(a["own_answer"] for a in whoami)
+        assert shared or broke, whoami  # (after it breaks, peewee connects anew: more connections follow)
