@@ -199,14 +199,14 @@ def test_an_apps_own_connection_hook_needs_no_call_to_the_parents(server_up):
     assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"
     assert db.session_state() is None  # given to every connection: nothing a new one would lack
     kill_and_wait(db)
-    assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # found dead before sending, replaced
+    assert db.execute_sql("SELECT @@time_zone").fetchone()[0] == "+05:00"  # a read: found dead, run on a new one
     db.close_all()
 
 
 def test_after_a_reconnect_only_what_may_read_the_lost_insert_id_is_refused(rows, safe):
     safe.execute_sql(INSERT, (7,))
     kill_and_wait(safe)
-    safe.execute_sql("SELECT 1")  # found dead before sending: run on a new connection
+    safe.execute_sql("SELECT 1")  # a read: found dead as it is sent, run again on a new connection
     safe.execute_sql("CREATE TABLE IF NOT EXISTS test_promise_side (a INT)")  # reads nothing of the session
     safe.execute_sql("DROP TABLE test_promise_side")
     for reader in ("SELECT @@identity", "SELECT LAST_INSERT_ID()"):
