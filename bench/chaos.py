@@ -238,6 +238,14 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
                 batch.append((request_id, (kind, fault)))
         server.stop()
         strategy.close()
+    runs, rows = what_ran(chaos_app, admin)
+    tally_up(tally, steps, answers, rows, runs, last_fault, took)
+    return tally
+
+
+def what_ran(chaos_app, admin):
+    """After a run: how many copies of each slow read the server ran, and the rows each write
+    left (``{request_id: {part: count}}``); then the run's tables go, and ``admin`` closes."""
     runs = {request_id: counter.copies() for request_id, counter in chaos_app.counters.items()}
     rows = {}
     for request_id, part, count in admin.execute_sql(
@@ -246,8 +254,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
     for sql in CLEAN_UP:
         admin.execute_sql(sql)
     admin.close_all()
-    tally_up(tally, steps, answers, rows, runs, last_fault, took)
-    return tally
+    return runs, rows
 
 
 def tally_up(tally, steps, answers, rows, runs, last_fault, took):

@@ -21,7 +21,7 @@ import config
 import faults
 import strategies as S
 from bench import chaos
-from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
+from bench.chaos_app import SCHEMA, ChaosApp
 
 # PyMySQL reports the implicit_commit request's CREATE TABLE IF NOT EXISTS as a Python warning: no news here
 warnings.filterwarnings("ignore", message="Table 'chaos_scratch' already exists")
@@ -147,14 +147,7 @@ def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0,
                         continue
                     last_fault[request_id] = current_fault
                     batch.append((request_id, (kind, fault)))
-    runs = {request_id: counter.copies() for request_id, counter in chaos_app.counters.items()}
-    rows = {}
-    for request_id, part, count in admin.execute_sql(
-            "SELECT request_id, part, COUNT(*) FROM chaos_write GROUP BY request_id, part").fetchall():
-        rows.setdefault(request_id, {})[part] = count
-    for sql in CLEAN_UP:
-        admin.execute_sql(sql)
-    admin.close_all()
+    runs, rows = chaos.what_ran(chaos_app, admin)
     chaos.tally_up(tally, steps, answers, rows, runs, last_fault, took)
     tally.wrong_answers = tally.errors_by_kind.get("WrongAnswer", 0)
     return tally
