@@ -130,6 +130,33 @@ def kill_and_wait(db):
     faults.wait_until_closed([strategies.connection_id(db)])
 
 
+@pytest.fixture
+def engine():
+    """A SQLAlchemy engine with pre-ping and chapter 09's rule (sqlalchemy_rule) installed; disposed after."""
+    from sqlalchemy import create_engine
+
+    import sqlalchemy_rule
+
+    engine = create_engine(config.sql_url(), pool_pre_ping=True)
+    sqlalchemy_rule.install(engine)
+    yield engine
+    engine.dispose()
+
+
+def kill_held(runner):
+    """``KILL`` the connection an ORM Session or a SQLAlchemy Connection holds, and wait until the
+    server has let it go. The id is the one the client knows from the handshake: no statement is
+    sent (a function call may read as one that commits)."""
+    from sqlalchemy.orm import Session
+
+    import faults
+
+    held = runner.connection() if isinstance(runner, Session) else runner
+    connection_id = held.connection.dbapi_connection.thread_id()
+    faults.kill(connection_id)
+    faults.wait_until_closed([connection_id])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,29 +10,14 @@ import config
 import faults
 import models
 import sqlalchemy_rule
-from conftest import request_table
+from conftest import kill_held, request_table
 from errors import OutcomeUnknown, TransactionLost
-
-
-def kill(session):
-    # the id the client knows from the handshake: no statement (a function call may read as one that commits)
-    connection_id = session.connection().connection.dbapi_connection.thread_id()
-    faults.kill(connection_id)
-    faults.wait_until_closed([connection_id])
-
-
-@pytest.fixture
-def engine():
-    engine = create_engine(config.sql_url(), pool_pre_ping=True)
-    sqlalchemy_rule.install(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_a_session_whose_connection_died_refuses_work_until_rolled_back():
     engine = create_engine(config.sql_url(), pool_pre_ping=True)  # SQLAlchemy alone, without the recipe
     with Session(engine) as session:
-        kill(session)  # pre-ping cannot help: the session holds its connection
+        kill_held(session)  # pre-ping cannot help: the session holds its connection
         with pytest.raises(exc.OperationalError) as lost:
             session.execute(text("SELECT 1"))
         with pytest.raises(exc.PendingRollbackError):
@@ -58,7 +43,7 @@ def test_the_recipe_runs_a_read_again_once_on_a_new_connection(engine):
 def test_the_recipe_says_transaction_lost_and_the_session_recovers_after_rollback(engine):
     with request_table("frameworks_rows") as rows, Session(engine) as session:
         session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
-        kill(session)
+        kill_held(session)
         with pytest.raises(TransactionLost):
             sqlalchemy_rule.execute(session, text("INSERT INTO frameworks_rows (request_id) VALUES (1)"))
         session.rollback()  # what the chapter teaches: then run the unit of work again, whole

@@ -9,26 +9,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import config
 import faults
 import sqlalchemy_rule
-from conftest import request_table
+from conftest import kill_held, request_table
 from errors import OutcomeUnknown, SessionLost, TransactionLost
 
 INSERT = "INSERT INTO review_rows (request_id) VALUES (%d)"
-
-
-@pytest.fixture
-def engine():
-    engine = create_engine(config.sql_url(), pool_pre_ping=True)
-    sqlalchemy_rule.install(engine)
-    yield engine
-    engine.dispose()
-
-
-def kill(connection):
-    # the id the client knows from the handshake: no statement (a function call may read as one that commits)
-    held = connection.connection() if isinstance(connection, Session) else connection
-    connection_id = held.connection.dbapi_connection.thread_id()
-    faults.kill(connection_id)
-    faults.wait_until_closed([connection_id])
 
 
 # Promise: "TransactionLost only where nothing was applied". The recipe reads only the server's
@@ -42,7 +26,7 @@ def test_a_transaction_partly_committed_by_its_own_statement_is_not_called_lost(
         connection.exec_driver_sql(INSERT % 1)
         connection.exec_driver_sql(committing)
         connection.exec_driver_sql(INSERT % 2)
-        kill(connection)
+        kill_held(connection)
         with pytest.raises(Exception) as raised:
             sqlalchemy_rule.execute(connection, INSERT % 3)
         applied = rows(1)
@@ -67,7 +51,7 @@ class Row(Base):
 # and the commit that follows succeeds without the row: the app's write is lost without an error.
 def test_a_retry_never_discards_the_sessions_pending_objects(engine):
     with request_table("review_rows") as rows, Session(engine) as session:
-        kill(session)  # the session holds its connection (SELECT CONNECTION_ID() began its transaction)
+        kill_held(session)  # the session holds its connection (SELECT CONNECTION_ID() began its transaction)
         session.add(Row(request_id=7))
         try:
             sqlalchemy_rule.execute(session, text("SELECT 1"))
@@ -101,7 +85,7 @@ def test_a_table_read_the_clients_read_timeout_gave_up_on_is_not_run_again():
 def test_a_rollback_on_a_dead_connection_is_never_outcome_unknown(engine):
     with request_table("review_rows") as rows, Session(engine) as session:
         session.execute(text(INSERT % 8))
-        kill(session)
+        kill_held(session)
         try:
             session.rollback()
         except OutcomeUnknown:
@@ -119,7 +103,7 @@ def test_where_the_recipe_stops_last_insert_id_after_a_retry_is_the_new_connecti
         connection.exec_driver_sql(INSERT % 9)
         assert connection.exec_driver_sql("SELECT LAST_INSERT_ID()").scalar() > 0
         connection.commit()
-        kill(connection)
+        kill_held(connection)
         sqlalchemy_rule.execute(connection, "UPDATE review_rows SET request_id = 9 WHERE request_id = 9")  # RunAgain
         assert connection.exec_driver_sql("SELECT LAST_INSERT_ID()").scalar() == 0  # the limit, as stated
 
