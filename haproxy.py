@@ -102,7 +102,7 @@ class Proxy:
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid_file.write_text(str(process.pid))
         deadline = time.monotonic() + 10
-        while not (self.admin.exists() and localdb._port_taken(self.port)):
+        while not (self._takes_commands() and localdb._port_taken(self.port)):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise localdb.ServerError(f"haproxy did not start; see {self.log}")
             time.sleep(0.05)
@@ -122,8 +122,23 @@ class Proxy:
                     pass
         self.pid_file.unlink(missing_ok=True)
 
+    def _takes_commands(self):
+        """The admin socket's file can be there a moment before HAProxy answers on it: ask, and see."""
+        try:
+            return bool(self._ask("show info"))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
     def command(self, command):
         """One command on HAProxy's admin socket; its answer."""
+        try:
+            return self._ask(command)
+        except OSError as error:
+            alive = "running" if self.pid() is not None else "not running"
+            raise localdb.ServerError(f"HAProxy ({alive}) did not take {command!r} on its admin socket: "
+                                      f"{error.strerror}; see {self.log}") from None
+
+    def _ask(self, command):
         with socket.socket(socket.AF_UNIX) as admin:
             admin.connect(str(self.admin))
             admin.sendall(command.encode() + b"\n")
