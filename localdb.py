@@ -241,10 +241,12 @@ class Instance:
             self.wait_until_gone(pid)
 
     def wait_until_gone(self, pid):
+        """Until the process and its port are gone. A killed process loses its memory first (its
+        command line reads empty), then its threads exit one by one: the port stays taken until the last."""
         deadline = time.monotonic() + START_TIMEOUT
-        while self.pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.pid() is not None:
+        while (self.pid() is not None or _port_taken(self.port)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.pid() is not None or _port_taken(self.port):
             raise ServerError(f"mariadbd (pid {pid}) did not stop within {START_TIMEOUT} s")
 
 
