@@ -106,9 +106,11 @@ def open_sockets_to(port):
 
 @pytest.mark.parametrize("hold", ["1", "0"])
 def test_a_connection_held_across_a_slow_call_starves_the_others_and_releasing_it_does_not(hold):
-    with asgi_app.Uvicorn(asgi_app.AsyncApp(asgi_app.database(pool_size=1, acquire_timeout=0.3))) as server:
+    # acquire_timeout bounds each connect too: a second is ample on a busy machine, and over before the slow call lets go
+    db = asgi_app.database(pool_size=1, acquire_timeout=1.0)
+    with asgi_app.Uvicorn(asgi_app.AsyncApp(db, request_timeout=5)) as server:
         with ThreadPoolExecutor(2) as clients:
-            slow = clients.submit(server.get, f"/slow_call/1.2?hold={hold}")
+            slow = clients.submit(server.get, f"/slow_call/2.0?hold={hold}")
             time.sleep(0.2)
             fast = server.get("/person/first")
             assert slow.result().startswith("200")
