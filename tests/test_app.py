@@ -63,6 +63,11 @@ def test_the_end_hook_runs_when_the_view_fails(serve, monkeypatch):
     assert strategy.db.is_closed()
 
 
+def answered_by(answers):
+    """The processes that answered /whoami with 200."""
+    return {json.loads(a.split(" ", 1)[1])["process"] for a in answers if a.startswith("200")}
+
+
 @pytest.mark.parametrize("threads", ["4", "1"])
 def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thread_per_worker(server_up, threads):
     """What the README says of `make app STRATEGY=seed`: at its default shape (2 workers of 4 threads)
@@ -86,14 +91,16 @@ def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thre
         while app.get(url + "/", timeout=2).startswith("000"):
             assert served.poll() is None and time.monotonic() < deadline, "make app did not serve"
             time.sleep(0.2)
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: app.get(url + "/whoami", timeout=5), range(32)))
+        answers = []
+        with ThreadPoolExecutor(8) as pool:  # on a busy machine one worker may take many in a row: until both answer
+            while len(answers) < 160 and len(answered_by(answers)) < 2 and all(a.startswith("200") for a in answers):
+                answers += pool.map(lambda _: app.get(url + "/whoami", timeout=5), range(16))
     finally:
         os.killpg(served.pid, signal.SIGTERM)
         served.wait(timeout=30)
     whoami = [json.loads(answer.split(" ", 1)[1]) for answer in answers if answer.startswith("200")]
     connections = {a["connection"] for a in whoami}
-    # (how many of the two workers answered, and how often, is timing: on a busy machine one may answer all)
+    # (how often each worker answered is timing)
     if threads == "4":
         assert len(whoami) == len(answers) and all(a["own_answer"] for a in whoami)
         assert len(connections) > 2  # the request threads' own: none is the master's
