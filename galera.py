@@ -185,15 +185,29 @@ def crash(name):
 def isolate(name, cut=True):
     """Cut a node off from the others, or (``cut=False``) let it back: Galera's own switch for it
     (``gmcast.isolate``) drops every group connection of the node, as a network partition would.
-    Returns once the node has left the primary component (or is Synced in it again)."""
+    Returns once the node has left the primary component (or is Synced in it again), and every
+    node in that component counts the nodes in it (the others see a node go some moments after it
+    sees itself alone)."""
     admin(name, f"SET GLOBAL wsrep_provider_options = 'gmcast.isolate={int(cut)}'")
     deadline = time.monotonic() + 30
-    while (wsrep_status(name)["cluster_status"] == "Primary") == cut:
+    while (wsrep_status(name)["cluster_status"] == "Primary") == cut or not _views_agree():
         if time.monotonic() > deadline:
             raise GaleraError(f"node {name} did not {'leave' if cut else 'rejoin'} the primary component in 30 s")
         time.sleep(0.05)
     if not cut:
         wait_until_synced(name)
+
+
+def _views_agree():
+    """Whether each node in the primary component counts exactly the nodes in it (a killed node is in none)."""
+    views = []
+    for name in NAMES:
+        try:
+            views.append(wsrep_status(name))
+        except MySQLdb.OperationalError:
+            continue  # not running
+    in_primary = [view for view in views if view["cluster_status"] == "Primary"]
+    return all(int(view["cluster_size"]) == len(in_primary) for view in in_primary)
 
 
 def start_again(name):
