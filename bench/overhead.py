@@ -13,6 +13,9 @@ confidence interval. Beside the wall time, each request's CPU time in the client
 the same way: it leaves out the server's share and the waits, yet on a machine shared with
 others it still moves (their work evicts the client's code and data from the caches, and one
 strategy's more than another's): only ``--instructions`` gives a figure that no other load moves.
+On loopback the client runs on one core and the local server on the others, as on two machines
+(``client_and_server_apart()``): left to the scheduler, where each connection's server thread lands
+moves a ratio more than the strategy does.
 The floor is a connection kept open (the naive strategy, which costs nothing extra until it
 breaks): a strategy that does the floor's work and more cannot truly cost less, so a ratio whose
 interval lies below 1.0 would be an artifact of the method.
@@ -53,7 +56,7 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import sqlalchemy
 from playhouse.pool import _PooledMySQLDatabase
@@ -68,11 +71,10 @@ FLOOR = "naive"
 # Rounds by default: ten thousand where a request takes a fraction of a millisecond, far fewer
 # where every request waits for the network, which steadies the figures on its own. Measured here
 # (2 cores): through the relay, two runs of 3,000 rounds differed by up to 6% (per_request at 0 ms),
-# of 10,000 by at most 1.5%; 300 rounds 1 and 5 ms away, by at most 1%. Directly on loopback,
-# where a query takes about 40 µs, two runs still differ by up to 15% (where the client's and the
-# server's threads land on the two cores decides much of it), and so do the CPU ratios (up to 15% too,
-# before the safe reconnect sent statements itself, 1.30x in one run and 1.50x in the next): compare those only within a run, and
-# count instructions (--instructions: runs agree within 1%) to compare runs.
+# of 10,000 by at most 1.5%; 300 rounds 1 and 5 ms away, by at most 1%. Directly on loopback two
+# runs differed by up to 15% while the scheduler placed the client's and the server's threads
+# (client_and_server_apart); pinned apart, two runs of the whole table agree within 3%, the safe
+# reconnect's ratio within 2% (1.04 and 1.02). Instructions (--instructions) agree within 1%.
 NEAR_ROUNDS, FAR_ROUNDS = 10_000, 300
 ROUNDED = {"median_us": 1, "p99_us": 1, "ratio": 2, "ratio_low": 2, "ratio_high": 2}
 
@@ -201,6 +203,37 @@ def measure(strategies, repeat, warmup, seed=None):
     return wall, cpu
 
 
+@contextmanager
+def client_and_server_apart():
+    """For a run on loopback: this thread on one core, the local server's threads on the others, as
+    on two machines (each round trip wakes the other side). Left to the scheduler, a connection's
+    server thread may share the client's core or not, which on this kind of machine makes its
+    ``SELECT 1`` take 23 µs or 85 µs, and decides a ratio more than the strategy does. Only for
+    the local server, and with two cores or more; yields whether it pinned."""
+    import localdb
+
+    server, cores = localdb.course().pid() if config.LOCAL_SERVER else None, sorted(os.sched_getaffinity(0))
+    if server is None or len(cores) < 2:
+        yield False
+        return
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cores[0]})
+        _pin_threads(server, set(cores[1:]))
+        yield True
+    finally:
+        os.sched_setaffinity(0, mine)
+        _pin_threads(server, set(cores))  # those it made meanwhile (connections' threads) too
+
+
+def _pin_threads(pid, cores):
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(thread), cores)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # ended meanwhile
+
+
 def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None, frameworks=False):
     """Median and p99 microseconds of each contender, and its ratio to the floor (the median of
     round-by-round ratios) with its 95% interval; beside them the median CPU time of the client
@@ -221,7 +254,8 @@ def run(repeat=None, rtt_ms=None, seed=None, tls=False, names=None, frameworks=F
         negotiated = _negotiated(next(c for c in everyone if c.name == f"{FLOOR}_tls")) if tls else None
         # warm-up, not kept: the first rounds open every contender's connections and fill the server's
         # caches; ten do that at any round trip (a long run spares a twentieth of its rounds)
-        wall, cpu = measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
+        with client_and_server_apart() if rtt_ms is None else nullcontext():
+            wall, cpu = measure(everyone, repeat=repeat, warmup=max(10, repeat // 20), seed=seed)
     finally:
         for contender in everyone:
             contender.close()

@@ -1,10 +1,12 @@
 """The benchmarks, short: what must hold is asserted; timings are printed, never asserted."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+import localdb
 from bench import chaos, frameworks, overhead, wrong
 from conftest import ROOT
 
@@ -130,6 +132,19 @@ def test_overhead_reports_every_ratio_with_its_interval_from_one_run():
         assert 0 < row["cpu_ratio_low"] <= row["cpu_ratio"] <= row["cpu_ratio_high"]
         assert 0 < row["cpu_us"] <= row["median_us"]  # the client's CPU time is part of the wall time
     print(json.dumps(result, indent=1))
+
+
+def test_on_loopback_the_client_and_the_server_run_apart_and_are_let_go_after(server_up):
+    server, cores = localdb.course().pid(), os.sched_getaffinity(0)
+
+    def server_cores():
+        return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{server}/task")}
+
+    with overhead.client_and_server_apart() as pinned:
+        assert pinned == (len(cores) > 1)
+        if pinned:
+            assert os.sched_getaffinity(0) == {min(cores)} and server_cores() == {frozenset(cores - {min(cores)})}
+    assert os.sched_getaffinity(0) == cores and server_cores() == {frozenset(cores)}
 
 
 def test_overhead_far_from_the_server_has_a_run_per_round_trip():
