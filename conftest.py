@@ -1,7 +1,42 @@
 """pytest, here at the repository's root so that it holds for `pytest notebooks/X.ipynb` too: the
 notebooks' kernels (started by nbval, with this process's environment) run every `%%solution`
 cell, so that each chapter's committed outputs, its solutions' among them, are checked
-(solutions.py)."""
+(solutions.py).
+
+And their ports come from the test worker's own range, below the system's range for outgoing
+connections. jupyter_client takes five free ports from that range for each kernel and frees them
+for the kernel to bind: with the tests' many connections one was at times taken meanwhile, and
+the kernel died at its start ("Kernel died before replying to kernel_info"; jupyter_client issue
+487, nbmake issue 129)."""
 import os
+import socket
+
+from jupyter_client.connect import LocalPortCache
 
 os.environ["COURSE_SOLUTIONS"] = "run"
+KERNEL_PORTS = 300  # DB_PORT + 300 to + 309: two kernels' worth, in each worker's range (tests/conftest.py)
+
+
+class KernelPortsOfThisWorker(LocalPortCache):
+    """jupyter_client's cache of kernel ports, handing out this worker's own (or, all taken, its usual)."""
+
+    def find_available_port(self, ip):
+        first = int(os.environ.get("DB_PORT", "13306")) + KERNEL_PORTS
+        for port in range(first, min(first + 10, 32768)):
+            if port not in self.currently_used_ports and _bindable(ip, port):
+                self.currently_used_ports.add(port)
+                return port
+        return super().find_available_port(ip)
+
+
+def _bindable(ip, port):
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the kernel's ZeroMQ binds
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+KernelPortsOfThisWorker.instance()  # the one jupyter_client's LocalPortCache.instance() returns from now on
