@@ -147,10 +147,10 @@ def test_the_relay_puts_the_server_that_far_away(server_up, rtt_ms):
         db = S.database(port=far.port)
         db.execute_sql("SELECT 1")
         took_ms = []
-        for _ in range(10):
+        while len(took_ms) < 10 or min(took_ms) >= rtt_ms + 3 and len(took_ms) < 200:  # a busy machine delays many
             started = time.perf_counter()
             db.execute_sql("SELECT 1")
             took_ms.append((time.perf_counter() - started) * 1000)
-        # every query waited the round trip; the quickest, no more than it (a busy machine delays some)
+        # every query waited the round trip; the quickest, no more than it
         assert rtt_ms <= min(took_ms) < rtt_ms + 3
         db.close_all()
