@@ -3,25 +3,30 @@ notebooks' kernels (started by nbval, with this process's environment) run every
 cell, so that each chapter's committed outputs, its solutions' among them, are checked
 (solutions.py).
 
-And their ports come from the test worker's own range, below the system's range for outgoing
-connections. jupyter_client takes five free ports from that range for each kernel and frees them
-for the kernel to bind: with the tests' many connections one was at times taken meanwhile, and
-the kernel died at its start ("Kernel died before replying to kernel_info"; jupyter_client issue
-487, nbmake issue 129)."""
+Under `make test` their ports come from the test worker's own range (tests/conftest.py), below
+the system's range for outgoing connections. jupyter_client takes five free ports from that range
+for each kernel and frees them for the kernel to bind: with the tests' many connections one was at
+times taken meanwhile, and the kernel died at its start ("Kernel died before replying to
+kernel_info"; jupyter_client issue 487, nbmake issue 129). Outside a worker (two learners of one
+shared server run pytest at once, on one DB_PORT), jupyter_client picks them as usual."""
 import os
 import socket
 
 from jupyter_client.connect import LocalPortCache
 
 os.environ["COURSE_SOLUTIONS"] = "run"
-KERNEL_PORTS = 300  # DB_PORT + 300 to + 309: two kernels' worth, in each worker's range (tests/conftest.py)
+KERNEL_PORTS = 300  # ten ports from DB_PORT + 300 on: two kernels' worth, a worker's own
 
 
 class KernelPortsOfThisWorker(LocalPortCache):
     """jupyter_client's cache of kernel ports, handing out this worker's own (or, all taken, its usual)."""
 
     def find_available_port(self, ip):
-        first = int(os.environ.get("DB_PORT", "13306")) + KERNEL_PORTS
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker is None:
+            return super().find_available_port(ip)
+        # (+ 10 per worker: with tests/ in the run each worker has a DB_PORT of its own already, without them not)
+        first = int(os.environ.get("DB_PORT", "13306")) + KERNEL_PORTS + 10 * int(worker.removeprefix("gw"))
         for port in range(first, min(first + 10, 32768)):
             if port not in self.currently_used_ports and _bindable(ip, port):
                 self.currently_used_ports.add(port)
