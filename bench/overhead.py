@@ -216,20 +216,31 @@ def client_and_server_apart():
     if server is None or len(cores) < 2:
         yield False
         return
-    mine = os.sched_getaffinity(0)
+    mine, theirs = os.sched_getaffinity(0), _affinities(server)
     try:
         os.sched_setaffinity(0, {cores[0]})
-        _pin_threads(server, set(cores[1:]))
+        _pin_threads(server, lambda _: set(cores[1:]))
         yield True
     finally:
         os.sched_setaffinity(0, mine)
-        _pin_threads(server, set(cores))  # those it made meanwhile (connections' threads) too
+        _pin_threads(server, lambda thread: theirs.get(thread, theirs[server]))  # those made meanwhile: as its first
 
 
-def _pin_threads(pid, cores):
+def _affinities(pid):
+    """The cores each thread of process ``pid`` may run on."""
+    cores = {}
     for thread in os.listdir(f"/proc/{pid}/task"):
         try:
-            os.sched_setaffinity(int(thread), cores)
+            cores[int(thread)] = os.sched_getaffinity(int(thread))
+        except ProcessLookupError:
+            pass  # ended meanwhile
+    return cores
+
+
+def _pin_threads(pid, cores_of):
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(thread), cores_of(int(thread)))
         except (ProcessLookupError, FileNotFoundError):
             pass  # ended meanwhile
 
