@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import MySQLdb
 
@@ -195,17 +196,13 @@ class LinkCutter:
         self.forget_idle_after = forget_idle_after
         self.close_after, self.close_idle_after = close_after, close_idle_after
         self.closed = {"age": 0, "idle": 0}  # connections hung up by each lifetime rule
-        self._opened = {}  # server-side socket -> when its connection was accepted
         self.listener = socket.create_server((address, 0))
         self.port = self.listener.getsockname()[1]
         self.cuts = 0
-        self._rules = []  # [before, statement prefix or None, strikes left, server-side sockets or None for any]
-        self._reply_due = set()  # server-side sockets whose next answer is to be dropped
-        self._silenced = set()  # server-side sockets of connections dropped silently
+        self._rules = []  # [before, statement prefix or None, strikes left, _Links or None for any]
         self._silence_new = False
-        self._last_used = {}  # server-side socket -> when a packet last went through
         self._lock = threading.Lock()
-        self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
+        self._links = {}  # the client's port, as the relay sees it -> its _Link
         self._closed = False
         self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
         threading.Thread(target=self._accept, daemon=True).start()
@@ -221,10 +218,8 @@ class LinkCutter:
     def drop_silently(self, connection=None, new_connections=False):
         """Stop forwarding ``connection``'s packets (or every open connection's), closing nothing."""
         with self._lock:
-            if connection is not None:
-                self._silenced.add(self._pair_of(connection)[1])
-            else:
-                self._silenced.update(server for _, server in self._pairs.values())
+            for link in [self._link_of(connection)] if connection is not None else self._links.values():
+                link.silenced = True
             self._silence_new = self._silence_new or new_connections
 
     def play_a_stopped_server(self, seconds):
@@ -232,35 +227,34 @@ class LinkCutter:
         connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
         with self._lock:
             self._unreachable_until = time.monotonic() + seconds
-            pairs, self._pairs = list(self._pairs.values()), {}
-        for pair in pairs:
-            for end in pair:
-                _hang_up(end)
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.hang_up()
 
     def wait_until_reachable(self):
         time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
 
-    def _forget_closed_pairs(self):
-        self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
+    def _forget_closed_links(self):
+        self._links = {port: link for port, link in self._links.items() if link.server.fileno() != -1}
 
-    def _pair_of(self, connection):
-        self._forget_closed_pairs()
-        pair = self._pairs.get(_local_port(connection))
-        if pair is None:
+    def _link_of(self, connection):
+        self._forget_closed_links()
+        link = self._links.get(_local_port(connection))
+        if link is None:
             raise ValueError("that connection does not go through this relay (connect with its port)")
-        return pair
+        return link
 
     def _arm(self, connection, before, statement, times):
         prefix = statement.upper().encode() if statement else None
         with self._lock:
             if connection is not None:
-                servers = {self._pair_of(connection)[1]}
+                links = {self._link_of(connection)}
             elif prefix is None:
-                self._forget_closed_pairs()
-                servers = {server for _, server in self._pairs.values()}
+                self._forget_closed_links()
+                links = set(self._links.values())
             else:
-                servers = None
-            self._rules.append([before, prefix, times, servers])
+                links = None
+            self._rules.append([before, prefix, times, links])
 
     def _accept(self):
         while True:
@@ -281,31 +275,30 @@ class LinkCutter:
             with self._lock:
                 closed = self._closed
                 if not closed:
-                    self._pairs[client_port] = (client, server)
-                    self._last_used[server] = self._opened[server] = time.monotonic()
-                    if self._silence_new:
-                        self._silenced.add(server)
+                    now = time.monotonic()
+                    link = self._links[client_port] = _Link(client, server, opened=now, last_used=now,
+                                                             silenced=self._silence_new)
             if closed:  # accepted just as the relay closed: hung up like the others
                 for end in (client, server):
                     _hang_up(end)
                 return
-            threading.Thread(target=self._pump, args=(client, server, server), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, link), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, link), daemon=True).start()
 
-    def _pump(self, source, sink, server):
-        to_server = sink is server
+    def _pump(self, source, sink, link):
+        to_server = sink is link.server
         later = _Delayed(sink, self.delay) if self.delay else None
         while True:
             try:
                 data = source.recv(65536)
             except OSError:
                 data = b""
-            if data and self._silent(server):
+            if data and self._silent(link):
                 continue  # swallowed without a word, and the link stays open
-            if data and self._strikes(server, data, to_server):
+            if data and self._strikes(link, data, to_server):
                 data = b""  # swallowed, and the link is cut
             if not data:
-                if server in self._silenced:  # one side hung up; the other is never told
+                if link.silenced:  # one side hung up; the other is never told
                     _hang_up(source)
                     if later:
                         later.hang_up_after()  # nothing: its thread ends
@@ -315,9 +308,8 @@ class LinkCutter:
                 else:
                     for end in (source, sink):
                         _hang_up(end)
-                with self._lock:
-                    self._last_used.pop(server, None)
-                    self._opened.pop(server, None)
+                with self._lock:  # ended: no lifetime rule counts it
+                    link.opened = link.last_used = None
                 return
             if later:
                 later.send(data)
@@ -333,49 +325,47 @@ class LinkCutter:
             time.sleep(every)
             now, due = time.monotonic(), []
             with self._lock:
-                for client, server in self._pairs.values():
-                    if server.fileno() == -1 or server not in self._opened:
+                for link in self._links.values():
+                    if link.server.fileno() == -1 or link.opened is None:
                         continue
-                    if self.close_after is not None and now - self._opened[server] >= self.close_after:
-                        due.append((client, server, "age"))
-                    elif (self.close_idle_after is not None
-                          and now - self._last_used.get(server, now) >= self.close_idle_after):
-                        due.append((client, server, "idle"))
-                for _, server, rule in due:
+                    if self.close_after is not None and now - link.opened >= self.close_after:
+                        due.append((link, "age"))
+                    elif self.close_idle_after is not None and link.idle(now) >= self.close_idle_after:
+                        due.append((link, "idle"))
+                for link, rule in due:
                     self.closed[rule] += 1
-                    del self._opened[server]
-            for client, server, _ in due:
-                for end in (client, server):
-                    _hang_up(end)
+                    link.opened = None
+            for link, _ in due:
+                link.hang_up()
 
-    def _silent(self, server):
+    def _silent(self, link):
         """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
         with self._lock:
             now = time.monotonic()
-            if self.forget_idle_after is not None and now - self._last_used.get(server, now) > self.forget_idle_after:
-                self._silenced.add(server)
-            self._last_used[server] = now
-            return server in self._silenced
+            if self.forget_idle_after is not None and link.idle(now) > self.forget_idle_after:
+                link.silenced = True
+            link.last_used = now
+            return link.silenced
 
-    def _strikes(self, server, data, to_server):
+    def _strikes(self, link, data, to_server):
         """True when ``data`` is to be dropped; notes a reply to drop when a statement goes through."""
         with self._lock:
             if not to_server:
-                if server not in self._reply_due:
+                if not link.reply_due:
                     return False
-                self._reply_due.discard(server)
+                link.reply_due = False
                 self.cuts += 1
                 return True
             for rule in self._rules:
-                before, prefix, _, servers = rule
-                if (servers is None or server in servers) and _is_statement(data, prefix):
+                before, prefix, _, links = rule
+                if (links is None or link in links) and _is_statement(data, prefix):
                     rule[2] -= 1
                     if rule[2] == 0:
                         self._rules.remove(rule)
                     if before:
                         self.cuts += 1
                         return True
-                    self._reply_due.add(server)
+                    link.reply_due = True
                     return False
             return False
 
@@ -384,16 +374,34 @@ class LinkCutter:
         self.listener.close()
         with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
             self._closed = True
-            pairs = list(self._pairs.values())
-        for pair in pairs:
-            for end in pair:
-                _hang_up(end)
+            links = list(self._links.values())
+        for link in links:
+            link.hang_up()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass(eq=False)  # each one is itself: rules hold sets of them
+class _Link:
+    """One connection through the relay: the client's socket and the server's, and what the rules know of it."""
+    client: socket.socket
+    server: socket.socket
+    opened: float | None  # when it was accepted (monotonic); None once ended, or hung up by a lifetime rule
+    last_used: float | None  # when a packet last went through; None once ended
+    silenced: bool = False  # dropped silently: nothing goes through, either way, and nothing is closed
+    reply_due: bool = False  # a statement went through that strikes its answer: the next answer is dropped
+
+    def idle(self, now):
+        """Seconds since a packet last went through (0 once ended)."""
+        return now - (now if self.last_used is None else self.last_used)
+
+    def hang_up(self):
+        for end in (self.client, self.server):
+            _hang_up(end)
 
 
 class _Delayed:
