@@ -199,7 +199,7 @@ class LinkCutter:
         self.listener = socket.create_server((address, 0))
         self.port = self.listener.getsockname()[1]
         self.cuts = 0
-        self._rules = []  # [before, statement prefix or None, strikes left, _Links or None for any]
+        self._strikes = _Strikes()
         self._silence_new = False
         self._lock = threading.Lock()
         self._links = {}  # the client's port, as the relay sees it -> its _Link
@@ -254,7 +254,7 @@ class LinkCutter:
                 links = set(self._links.values())
             else:
                 links = None
-            self._rules.append([before, prefix, times, links])
+            self._strikes.arm(_Rule(before, prefix, times, links))
 
     def _accept(self):
         while True:
@@ -295,7 +295,7 @@ class LinkCutter:
                 data = b""
             if data and self._silent(link):
                 continue  # swallowed without a word, and the link stays open
-            if data and self._strikes(link, data, to_server):
+            if data and self._cut(link, data, to_server):
                 data = b""  # swallowed, and the link is cut
             if not data:
                 if link.silenced:  # one side hung up; the other is never told
@@ -347,27 +347,12 @@ class LinkCutter:
             link.last_used = now
             return link.silenced
 
-    def _strikes(self, link, data, to_server):
-        """True when ``data`` is to be dropped; notes a reply to drop when a statement goes through."""
+    def _cut(self, link, data, to_server):
+        """True when ``data`` is to be dropped and the link cut (counted in ``cuts``)."""
         with self._lock:
-            if not to_server:
-                if not link.reply_due:
-                    return False
-                link.reply_due = False
-                self.cuts += 1
-                return True
-            for rule in self._rules:
-                before, prefix, _, links = rule
-                if (links is None or link in links) and _is_statement(data, prefix):
-                    rule[2] -= 1
-                    if rule[2] == 0:
-                        self._rules.remove(rule)
-                    if before:
-                        self.cuts += 1
-                        return True
-                    link.reply_due = True
-                    return False
-            return False
+            cut = self._strikes.cut(link, data, to_server)
+            self.cuts += cut
+            return cut
 
     def close(self):
         """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
@@ -383,6 +368,47 @@ class LinkCutter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass(eq=False)  # each one is itself: two alike are two rules
+class _Rule:
+    """Strikes the next ``left`` statements that start with ``prefix`` (any, when None) on ``links`` (any
+    connection, when None): the statement itself when ``before``, else its answer."""
+    before: bool
+    prefix: bytes | None
+    left: int
+    links: set | None
+
+    def matches(self, link, packet):
+        return (self.links is None or link in self.links) and _is_statement(packet, self.prefix)
+
+
+class _Strikes:
+    """The cuts that ``cut_next_statement()`` and ``cut_next_reply()`` arm, and what they strike. The relay
+    calls it holding its lock."""
+
+    def __init__(self):
+        self.rules: list[_Rule] = []  # in the order they were armed: the first that matches strikes
+
+    def arm(self, rule):
+        self.rules.append(rule)
+
+    def cut(self, link, data, to_server):
+        """True when ``data`` is to be dropped and the link cut: an answer that is due to be dropped, or a
+        statement struck before it reaches the server. A statement whose answer is struck goes through,
+        and its answer is then due."""
+        if not to_server:
+            due, link.reply_due = link.reply_due, False
+            return due
+        rule = next((rule for rule in self.rules if rule.matches(link, data)), None)
+        if rule is None:
+            return False
+        rule.left -= 1
+        if rule.left == 0:
+            self.rules.remove(rule)
+        if not rule.before:
+            link.reply_due = True
+        return rule.before
 
 
 @dataclass(eq=False)  # each one is itself: rules hold sets of them
