@@ -193,8 +193,7 @@ class LinkCutter:
         ``address``: where the relay listens (127.0.0.1; on Linux any of 127.0.0.0/8)."""
         self.target = (host or config.DB_HOST, port or config.DB_PORT)
         self.delay = rtt_ms / 2000  # seconds, each way
-        self.forget_idle_after = forget_idle_after
-        self.close_after, self.close_idle_after = close_after, close_idle_after
+        self._lifetimes = _Lifetimes(forget_idle_after, close_after, close_idle_after)
         self.closed = {"age": 0, "idle": 0}  # connections hung up by each lifetime rule
         self.listener = socket.create_server((address, 0))
         self.port = self.listener.getsockname()[1]
@@ -206,8 +205,13 @@ class LinkCutter:
         self._closed = False
         self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
         threading.Thread(target=self._accept, daemon=True).start()
-        if close_after is not None or close_idle_after is not None:
+        if self._lifetimes.close_any:
             threading.Thread(target=self._close_by_lifetime, daemon=True).start()
+
+    # the lifetime rules it was made with, read only
+    forget_idle_after = property(lambda self: self._lifetimes.forget_idle_after)
+    close_after = property(lambda self: self._lifetimes.close_after)
+    close_idle_after = property(lambda self: self._lifetimes.close_idle_after)
 
     def cut_next_reply(self, connection=None, statement=None, times=1):
         self._arm(connection, False, statement, times)
@@ -328,21 +332,19 @@ class LinkCutter:
                 for link in self._links.values():
                     if link.server.fileno() == -1 or link.opened is None:
                         continue
-                    if self.close_after is not None and now - link.opened >= self.close_after:
-                        due.append((link, "age"))
-                    elif self.close_idle_after is not None and link.idle(now) >= self.close_idle_after:
-                        due.append((link, "idle"))
-                for link, rule in due:
-                    self.closed[rule] += 1
-                    link.opened = None
-            for link, _ in due:
+                    rule = self._lifetimes.closes(link, now)
+                    if rule is not None:
+                        self.closed[rule] += 1
+                        link.opened = None  # counted once: no rule strikes it again
+                        due.append(link)
+            for link in due:
                 link.hang_up()
 
     def _silent(self, link):
         """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
         with self._lock:
             now = time.monotonic()
-            if self.forget_idle_after is not None and link.idle(now) > self.forget_idle_after:
+            if self._lifetimes.forgets(link, now):
                 link.silenced = True
             link.last_used = now
             return link.silenced
@@ -409,6 +411,32 @@ class _Strikes:
         if not rule.before:
             link.reply_due = True
         return rule.before
+
+
+@dataclass(frozen=True)
+class _Lifetimes:
+    """The rules on a connection's idleness and age, in seconds (None: no such rule). A NAT's,
+    ``forget_idle_after``: a connection idle longer is dropped silently when it is next used. A proxy's,
+    ``close_after`` (its age) and ``close_idle_after`` (no packet either way): it is hung up on both sides."""
+    forget_idle_after: float | None = None
+    close_after: float | None = None
+    close_idle_after: float | None = None
+
+    @property
+    def close_any(self):
+        return self.close_after is not None or self.close_idle_after is not None
+
+    def forgets(self, link, now):
+        """True when ``link`` has been idle longer than ``forget_idle_after``."""
+        return self.forget_idle_after is not None and link.idle(now) > self.forget_idle_after
+
+    def closes(self, link, now):
+        """The rule that hangs ``link`` up now, ``"age"`` or ``"idle"``; None when neither does."""
+        if self.close_after is not None and now - link.opened >= self.close_after:
+            return "age"
+        if self.close_idle_after is not None and link.idle(now) >= self.close_idle_after:
+            return "idle"
+        return None
 
 
 @dataclass(eq=False)  # each one is itself: rules hold sets of them
