@@ -5,6 +5,7 @@ silently, forgets idle connections as a NAT does, or puts the server a few milli
 None of them is a mock: each does to the server, or to the bytes between client and server,
 what an admin, the server itself or a network does in production.
 """
+import enum
 import os
 import queue
 import socket
@@ -161,7 +162,140 @@ SHARED_DOWN = "the link to your server is down for {seconds} s (a server of your
 COM_QUERY = 3  # the MySQL protocol's command byte for a text statement
 
 
-class LinkCutter:
+class _Verdict(enum.Enum):
+    """What becomes of a chunk the relay received."""
+    PASS = "passed on"
+    SWALLOW = "swallowed without a word, and the link stays open"
+    CUT = "swallowed, and the link is cut"
+
+
+class _Relay:
+    """A TCP relay: each connection accepted on ``port`` gets one of its own to ``target``, and the bytes go
+    both ways, each chunk at once (``delay`` seconds later, when not 0), until one side hangs up. What
+    becomes of each chunk is ``_judge()``'s, a subclass's: here every one is passed on."""
+
+    def __init__(self, target, delay, address):
+        self.target = target
+        self.delay = delay  # seconds, each way
+        self.listener = socket.create_server((address, 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._links = {}  # the client's port, as the relay sees it -> its _Link
+        self._closed = False
+        self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def play_a_stopped_server(self, seconds):
+        """For ``seconds``, do what this relay does in front of a stopped server: hang up every
+        connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
+        with self._lock:
+            self._unreachable_until = time.monotonic() + seconds
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.hang_up()
+
+    def wait_until_reachable(self):
+        time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
+
+    def close(self):
+        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
+        self.listener.close()
+        with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
+            self._closed = True
+            links = list(self._links.values())
+        for link in links:
+            link.hang_up()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _admit(self, link):
+        """Called holding the lock as ``link`` is accepted, before any of its bytes go through."""
+
+    def _judge(self, link, data, to_server):
+        """What becomes of ``data``, a chunk on its way to the server (``to_server``) or back."""
+        return _Verdict.PASS
+
+    def _forget_closed_links(self):
+        self._links = {port: link for port, link in self._links.items() if link.server.fileno() != -1}
+
+    def _link_of(self, connection):
+        self._forget_closed_links()
+        link = self._links.get(_local_port(connection))
+        if link is None:
+            raise ValueError("that connection does not go through this relay (connect with its port)")
+        return link
+
+    def _accept(self):
+        while True:
+            try:
+                client, (_, client_port) = self.listener.accept()
+            except OSError:
+                return  # closed
+            if time.monotonic() < self._unreachable_until:
+                _hang_up(client)  # as in front of a stopped server
+                continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()  # nothing to relay to: the client sees the server as down
+                continue
+            for end in (client, server):  # each chunk goes on at once, as the client and the server send theirs
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    now = time.monotonic()
+                    link = self._links[client_port] = _Link(client, server, opened=now, last_used=now)
+                    self._admit(link)
+            if closed:  # accepted just as the relay closed: hung up like the others
+                for end in (client, server):
+                    _hang_up(end)
+                return
+            threading.Thread(target=self._pump, args=(link, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, False), daemon=True).start()
+
+    def _pump(self, link, to_server):
+        """Relay one way, the client's bytes to the server (``to_server``) or the server's back, until the end."""
+        source, sink = (link.client, link.server) if to_server else (link.server, link.client)
+        later = _Delayed(sink, self.delay) if self.delay else None
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            verdict = self._judge(link, data, to_server) if data else _Verdict.PASS
+            if verdict is _Verdict.SWALLOW:
+                continue
+            if verdict is _Verdict.CUT:
+                data = b""
+            if not data:
+                if link.silenced:  # one side hung up; the other is never told
+                    _hang_up(source)
+                    if later:
+                        later.hang_up_after()  # nothing: its thread ends
+                    return
+                if later:  # after what is still on its way, as a FIN follows the data
+                    later.hang_up_after(source, sink)
+                else:
+                    for end in (source, sink):
+                        _hang_up(end)
+                with self._lock:  # ended: no lifetime rule counts it
+                    link.opened = link.last_used = None
+                return
+            if later:
+                later.send(data)
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+
+class LinkCutter(_Relay):
     """A TCP relay between the client and the server that breaks the link the ways networks do.
 
     - ``cut_next_reply()``: the server receives the statement and does the work (a write is
@@ -191,20 +325,13 @@ class LinkCutter:
         both sides, in the middle of a statement too: AWS RDS Proxy closes a client connection idle
         for 30 minutes by default, and every one after 24 hours. ``closed`` counts them by rule.
         ``address``: where the relay listens (127.0.0.1; on Linux any of 127.0.0.0/8)."""
-        self.target = (host or config.DB_HOST, port or config.DB_PORT)
-        self.delay = rtt_ms / 2000  # seconds, each way
         self._lifetimes = _Lifetimes(forget_idle_after, close_after, close_idle_after)
         self.closed = {"age": 0, "idle": 0}  # connections hung up by each lifetime rule
-        self.listener = socket.create_server((address, 0))
-        self.port = self.listener.getsockname()[1]
         self.cuts = 0
         self._strikes = _Strikes()
         self._silence_new = False
-        self._lock = threading.Lock()
-        self._links = {}  # the client's port, as the relay sees it -> its _Link
-        self._closed = False
-        self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
-        threading.Thread(target=self._accept, daemon=True).start()
+        # last, as it starts accepting connections, which the rules above judge
+        super().__init__((host or config.DB_HOST, port or config.DB_PORT), rtt_ms / 2000, address)
         if self._lifetimes.close_any:
             threading.Thread(target=self._close_by_lifetime, daemon=True).start()
 
@@ -226,28 +353,6 @@ class LinkCutter:
                 link.silenced = True
             self._silence_new = self._silence_new or new_connections
 
-    def play_a_stopped_server(self, seconds):
-        """For ``seconds``, do what this relay does in front of a stopped server: hang up every
-        connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
-        with self._lock:
-            self._unreachable_until = time.monotonic() + seconds
-            links, self._links = list(self._links.values()), {}
-        for link in links:
-            link.hang_up()
-
-    def wait_until_reachable(self):
-        time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
-
-    def _forget_closed_links(self):
-        self._links = {port: link for port, link in self._links.items() if link.server.fileno() != -1}
-
-    def _link_of(self, connection):
-        self._forget_closed_links()
-        link = self._links.get(_local_port(connection))
-        if link is None:
-            raise ValueError("that connection does not go through this relay (connect with its port)")
-        return link
-
     def _arm(self, connection, before, statement, times):
         prefix = statement.upper().encode() if statement else None
         with self._lock:
@@ -260,68 +365,23 @@ class LinkCutter:
                 links = None
             self._strikes.arm(_Rule(before, prefix, times, links))
 
-    def _accept(self):
-        while True:
-            try:
-                client, (_, client_port) = self.listener.accept()
-            except OSError:
-                return  # closed
-            if time.monotonic() < self._unreachable_until:
-                _hang_up(client)  # as in front of a stopped server
-                continue
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()  # nothing to relay to: the client sees the server as down
-                continue
-            for end in (client, server):  # each chunk goes on at once, as the client and the server send theirs
-                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    now = time.monotonic()
-                    link = self._links[client_port] = _Link(client, server, opened=now, last_used=now,
-                                                             silenced=self._silence_new)
-            if closed:  # accepted just as the relay closed: hung up like the others
-                for end in (client, server):
-                    _hang_up(end)
-                return
-            threading.Thread(target=self._pump, args=(client, server, link), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, link), daemon=True).start()
+    def _admit(self, link):
+        link.silenced = self._silence_new  # drop_silently(new_connections=True): no greeting either
 
-    def _pump(self, source, sink, link):
-        to_server = sink is link.server
-        later = _Delayed(sink, self.delay) if self.delay else None
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if data and self._silent(link):
-                continue  # swallowed without a word, and the link stays open
-            if data and self._cut(link, data, to_server):
-                data = b""  # swallowed, and the link is cut
-            if not data:
-                if link.silenced:  # one side hung up; the other is never told
-                    _hang_up(source)
-                    if later:
-                        later.hang_up_after()  # nothing: its thread ends
-                    return
-                if later:  # after what is still on its way, as a FIN follows the data
-                    later.hang_up_after(source, sink)
-                else:
-                    for end in (source, sink):
-                        _hang_up(end)
-                with self._lock:  # ended: no lifetime rule counts it
-                    link.opened = link.last_used = None
-                return
-            if later:
-                later.send(data)
-                continue
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
+    def _judge(self, link, data, to_server):
+        """Swallowed when the link is (now) dropped silently: dropped, or idle past ``forget_idle_after``;
+        the link cut when a rule strikes ``data`` (counted in ``cuts``); else passed on."""
+        with self._lock:
+            now = time.monotonic()
+            if self._lifetimes.forgets(link, now):
+                link.silenced = True
+            link.last_used = now
+            if link.silenced:
+                return _Verdict.SWALLOW
+            if not self._strikes.cut(link, data, to_server):
+                return _Verdict.PASS
+            self.cuts += 1
+            return _Verdict.CUT
 
     def _close_by_lifetime(self, every=0.01):
         """Hang up each connection past ``close_after`` seconds of age or ``close_idle_after`` of idleness."""
@@ -339,37 +399,6 @@ class LinkCutter:
                         due.append(link)
             for link in due:
                 link.hang_up()
-
-    def _silent(self, link):
-        """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
-        with self._lock:
-            now = time.monotonic()
-            if self._lifetimes.forgets(link, now):
-                link.silenced = True
-            link.last_used = now
-            return link.silenced
-
-    def _cut(self, link, data, to_server):
-        """True when ``data`` is to be dropped and the link cut (counted in ``cuts``)."""
-        with self._lock:
-            cut = self._strikes.cut(link, data, to_server)
-            self.cuts += cut
-            return cut
-
-    def close(self):
-        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
-        self.listener.close()
-        with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
-            self._closed = True
-            links = list(self._links.values())
-        for link in links:
-            link.hang_up()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @dataclass(eq=False)  # each one is itself: two alike are two rules
