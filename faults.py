@@ -5,12 +5,14 @@ silently, forgets idle connections as a NAT does, or puts the server a few milli
 None of them is a mock: each does to the server, or to the bytes between client and server,
 what an admin, the server itself or a network does in production.
 """
+import enum
 import os
 import queue
 import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import MySQLdb
 
@@ -160,7 +162,140 @@ SHARED_DOWN = "the link to your server is down for {seconds} s (a server of your
 COM_QUERY = 3  # the MySQL protocol's command byte for a text statement
 
 
-class LinkCutter:
+class _Verdict(enum.Enum):
+    """What becomes of a chunk the relay received."""
+    PASS = "passed on"
+    SWALLOW = "swallowed without a word, and the link stays open"
+    CUT = "swallowed, and the link is cut"
+
+
+class _Relay:
+    """A TCP relay: each connection accepted on ``port`` gets one of its own to ``target``, and the bytes go
+    both ways, each chunk at once (``delay`` seconds later, when not 0), until one side hangs up. What
+    becomes of each chunk is ``_judge()``'s, a subclass's: here every one is passed on."""
+
+    def __init__(self, target, delay, address):
+        self.target = target
+        self.delay = delay  # seconds, each way
+        self.listener = socket.create_server((address, 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._links = {}  # the client's port, as the relay sees it -> its _Link
+        self._closed = False
+        self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def play_a_stopped_server(self, seconds):
+        """For ``seconds``, do what this relay does in front of a stopped server: hang up every
+        connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
+        with self._lock:
+            self._unreachable_until = time.monotonic() + seconds
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.hang_up()
+
+    def wait_until_reachable(self):
+        time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
+
+    def close(self):
+        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
+        self.listener.close()
+        with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
+            self._closed = True
+            links = list(self._links.values())
+        for link in links:
+            link.hang_up()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _admit(self, link):
+        """Called holding the lock as ``link`` is accepted, before any of its bytes go through."""
+
+    def _judge(self, link, data, to_server):
+        """What becomes of ``data``, a chunk on its way to the server (``to_server``) or back."""
+        return _Verdict.PASS
+
+    def _forget_closed_links(self):
+        self._links = {port: link for port, link in self._links.items() if link.server.fileno() != -1}
+
+    def _link_of(self, connection):
+        self._forget_closed_links()
+        link = self._links.get(_local_port(connection))
+        if link is None:
+            raise ValueError("that connection does not go through this relay (connect with its port)")
+        return link
+
+    def _accept(self):
+        while True:
+            try:
+                client, (_, client_port) = self.listener.accept()
+            except OSError:
+                return  # closed
+            if time.monotonic() < self._unreachable_until:
+                _hang_up(client)  # as in front of a stopped server
+                continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()  # nothing to relay to: the client sees the server as down
+                continue
+            for end in (client, server):  # each chunk goes on at once, as the client and the server send theirs
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    now = time.monotonic()
+                    link = self._links[client_port] = _Link(client, server, opened=now, last_used=now)
+                    self._admit(link)
+            if closed:  # accepted just as the relay closed: hung up like the others
+                for end in (client, server):
+                    _hang_up(end)
+                return
+            threading.Thread(target=self._pump, args=(link, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, False), daemon=True).start()
+
+    def _pump(self, link, to_server):
+        """Relay one way, the client's bytes to the server (``to_server``) or the server's back, until the end."""
+        source, sink = (link.client, link.server) if to_server else (link.server, link.client)
+        later = _Delayed(sink, self.delay) if self.delay else None
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            verdict = self._judge(link, data, to_server) if data else _Verdict.PASS
+            if verdict is _Verdict.SWALLOW:
+                continue
+            if verdict is _Verdict.CUT:
+                data = b""
+            if not data:
+                if link.silenced:  # one side hung up; the other is never told
+                    _hang_up(source)
+                    if later:
+                        later.hang_up_after()  # nothing: its thread ends
+                    return
+                if later:  # after what is still on its way, as a FIN follows the data
+                    later.hang_up_after(source, sink)
+                else:
+                    for end in (source, sink):
+                        _hang_up(end)
+                with self._lock:  # ended: no lifetime rule counts it
+                    link.opened = link.last_used = None
+                return
+            if later:
+                later.send(data)
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+
+class LinkCutter(_Relay):
     """A TCP relay between the client and the server that breaks the link the ways networks do.
 
     - ``cut_next_reply()``: the server receives the statement and does the work (a write is
@@ -190,27 +325,20 @@ class LinkCutter:
         both sides, in the middle of a statement too: AWS RDS Proxy closes a client connection idle
         for 30 minutes by default, and every one after 24 hours. ``closed`` counts them by rule.
         ``address``: where the relay listens (127.0.0.1; on Linux any of 127.0.0.0/8)."""
-        self.target = (host or config.DB_HOST, port or config.DB_PORT)
-        self.delay = rtt_ms / 2000  # seconds, each way
-        self.forget_idle_after = forget_idle_after
-        self.close_after, self.close_idle_after = close_after, close_idle_after
+        self._lifetimes = _Lifetimes(forget_idle_after, close_after, close_idle_after)
         self.closed = {"age": 0, "idle": 0}  # connections hung up by each lifetime rule
-        self._opened = {}  # server-side socket -> when its connection was accepted
-        self.listener = socket.create_server((address, 0))
-        self.port = self.listener.getsockname()[1]
         self.cuts = 0
-        self._rules = []  # [before, statement prefix or None, strikes left, server-side sockets or None for any]
-        self._reply_due = set()  # server-side sockets whose next answer is to be dropped
-        self._silenced = set()  # server-side sockets of connections dropped silently
+        self._strikes = _Strikes()
         self._silence_new = False
-        self._last_used = {}  # server-side socket -> when a packet last went through
-        self._lock = threading.Lock()
-        self._pairs = {}  # the client's port, as the relay sees it -> (client socket, server socket)
-        self._closed = False
-        self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
-        threading.Thread(target=self._accept, daemon=True).start()
-        if close_after is not None or close_idle_after is not None:
+        # last, as it starts accepting connections, which the rules above judge
+        super().__init__((host or config.DB_HOST, port or config.DB_PORT), rtt_ms / 2000, address)
+        if self._lifetimes.close_any:
             threading.Thread(target=self._close_by_lifetime, daemon=True).start()
+
+    # the lifetime rules it was made with, read only
+    forget_idle_after = property(lambda self: self._lifetimes.forget_idle_after)
+    close_after = property(lambda self: self._lifetimes.close_after)
+    close_idle_after = property(lambda self: self._lifetimes.close_idle_after)
 
     def cut_next_reply(self, connection=None, statement=None, times=1):
         self._arm(connection, False, statement, times)
@@ -221,111 +349,39 @@ class LinkCutter:
     def drop_silently(self, connection=None, new_connections=False):
         """Stop forwarding ``connection``'s packets (or every open connection's), closing nothing."""
         with self._lock:
-            if connection is not None:
-                self._silenced.add(self._pair_of(connection)[1])
-            else:
-                self._silenced.update(server for _, server in self._pairs.values())
+            for link in [self._link_of(connection)] if connection is not None else self._links.values():
+                link.silenced = True
             self._silence_new = self._silence_new or new_connections
-
-    def play_a_stopped_server(self, seconds):
-        """For ``seconds``, do what this relay does in front of a stopped server: hang up every
-        connection now, and every new one as soon as it is accepted (2013 at the handshake)."""
-        with self._lock:
-            self._unreachable_until = time.monotonic() + seconds
-            pairs, self._pairs = list(self._pairs.values()), {}
-        for pair in pairs:
-            for end in pair:
-                _hang_up(end)
-
-    def wait_until_reachable(self):
-        time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
-
-    def _forget_closed_pairs(self):
-        self._pairs = {port: pair for port, pair in self._pairs.items() if pair[1].fileno() != -1}
-
-    def _pair_of(self, connection):
-        self._forget_closed_pairs()
-        pair = self._pairs.get(_local_port(connection))
-        if pair is None:
-            raise ValueError("that connection does not go through this relay (connect with its port)")
-        return pair
 
     def _arm(self, connection, before, statement, times):
         prefix = statement.upper().encode() if statement else None
         with self._lock:
             if connection is not None:
-                servers = {self._pair_of(connection)[1]}
+                links = {self._link_of(connection)}
             elif prefix is None:
-                self._forget_closed_pairs()
-                servers = {server for _, server in self._pairs.values()}
+                self._forget_closed_links()
+                links = set(self._links.values())
             else:
-                servers = None
-            self._rules.append([before, prefix, times, servers])
+                links = None
+            self._strikes.arm(_Rule(before, prefix, times, links))
 
-    def _accept(self):
-        while True:
-            try:
-                client, (_, client_port) = self.listener.accept()
-            except OSError:
-                return  # closed
-            if time.monotonic() < self._unreachable_until:
-                _hang_up(client)  # as in front of a stopped server
-                continue
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()  # nothing to relay to: the client sees the server as down
-                continue
-            for end in (client, server):  # each chunk goes on at once, as the client and the server send theirs
-                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self._pairs[client_port] = (client, server)
-                    self._last_used[server] = self._opened[server] = time.monotonic()
-                    if self._silence_new:
-                        self._silenced.add(server)
-            if closed:  # accepted just as the relay closed: hung up like the others
-                for end in (client, server):
-                    _hang_up(end)
-                return
-            threading.Thread(target=self._pump, args=(client, server, server), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, server), daemon=True).start()
+    def _admit(self, link):
+        link.silenced = self._silence_new  # drop_silently(new_connections=True): no greeting either
 
-    def _pump(self, source, sink, server):
-        to_server = sink is server
-        later = _Delayed(sink, self.delay) if self.delay else None
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if data and self._silent(server):
-                continue  # swallowed without a word, and the link stays open
-            if data and self._strikes(server, data, to_server):
-                data = b""  # swallowed, and the link is cut
-            if not data:
-                if server in self._silenced:  # one side hung up; the other is never told
-                    _hang_up(source)
-                    if later:
-                        later.hang_up_after()  # nothing: its thread ends
-                    return
-                if later:  # after what is still on its way, as a FIN follows the data
-                    later.hang_up_after(source, sink)
-                else:
-                    for end in (source, sink):
-                        _hang_up(end)
-                with self._lock:
-                    self._last_used.pop(server, None)
-                    self._opened.pop(server, None)
-                return
-            if later:
-                later.send(data)
-                continue
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
+    def _judge(self, link, data, to_server):
+        """Swallowed when the link is (now) dropped silently: dropped, or idle past ``forget_idle_after``;
+        the link cut when a rule strikes ``data`` (counted in ``cuts``); else passed on."""
+        with self._lock:
+            now = time.monotonic()
+            if self._lifetimes.forgets(link, now):
+                link.silenced = True
+            link.last_used = now
+            if link.silenced:
+                return _Verdict.SWALLOW
+            if not self._strikes.cut(link, data, to_server):
+                return _Verdict.PASS
+            self.cuts += 1
+            return _Verdict.CUT
 
     def _close_by_lifetime(self, every=0.01):
         """Hang up each connection past ``close_after`` seconds of age or ``close_idle_after`` of idleness."""
@@ -333,67 +389,102 @@ class LinkCutter:
             time.sleep(every)
             now, due = time.monotonic(), []
             with self._lock:
-                for client, server in self._pairs.values():
-                    if server.fileno() == -1 or server not in self._opened:
+                for link in self._links.values():
+                    if link.server.fileno() == -1 or link.opened is None:
                         continue
-                    if self.close_after is not None and now - self._opened[server] >= self.close_after:
-                        due.append((client, server, "age"))
-                    elif (self.close_idle_after is not None
-                          and now - self._last_used.get(server, now) >= self.close_idle_after):
-                        due.append((client, server, "idle"))
-                for _, server, rule in due:
-                    self.closed[rule] += 1
-                    del self._opened[server]
-            for client, server, _ in due:
-                for end in (client, server):
-                    _hang_up(end)
+                    rule = self._lifetimes.closes(link, now)
+                    if rule is not None:
+                        self.closed[rule] += 1
+                        link.opened = None  # counted once: no rule strikes it again
+                        due.append(link)
+            for link in due:
+                link.hang_up()
 
-    def _silent(self, server):
-        """True when this connection is (now) dropped silently: dropped, or idle past the limit."""
-        with self._lock:
-            now = time.monotonic()
-            if self.forget_idle_after is not None and now - self._last_used.get(server, now) > self.forget_idle_after:
-                self._silenced.add(server)
-            self._last_used[server] = now
-            return server in self._silenced
 
-    def _strikes(self, server, data, to_server):
-        """True when ``data`` is to be dropped; notes a reply to drop when a statement goes through."""
-        with self._lock:
-            if not to_server:
-                if server not in self._reply_due:
-                    return False
-                self._reply_due.discard(server)
-                self.cuts += 1
-                return True
-            for rule in self._rules:
-                before, prefix, _, servers = rule
-                if (servers is None or server in servers) and _is_statement(data, prefix):
-                    rule[2] -= 1
-                    if rule[2] == 0:
-                        self._rules.remove(rule)
-                    if before:
-                        self.cuts += 1
-                        return True
-                    self._reply_due.add(server)
-                    return False
+@dataclass(eq=False)  # each one is itself: two alike are two rules
+class _Rule:
+    """Strikes the next ``left`` statements that start with ``prefix`` (any, when None) on ``links`` (any
+    connection, when None): the statement itself when ``before``, else its answer."""
+    before: bool
+    prefix: bytes | None
+    left: int
+    links: set | None
+
+    def matches(self, link, packet):
+        return (self.links is None or link in self.links) and _is_statement(packet, self.prefix)
+
+
+class _Strikes:
+    """The cuts that ``cut_next_statement()`` and ``cut_next_reply()`` arm, and what they strike. The relay
+    calls it holding its lock."""
+
+    def __init__(self):
+        self.rules: list[_Rule] = []  # in the order they were armed: the first that matches strikes
+
+    def arm(self, rule):
+        self.rules.append(rule)
+
+    def cut(self, link, data, to_server):
+        """True when ``data`` is to be dropped and the link cut: an answer that is due to be dropped, or a
+        statement struck before it reaches the server. A statement whose answer is struck goes through,
+        and its answer is then due."""
+        if not to_server:
+            due, link.reply_due = link.reply_due, False
+            return due
+        rule = next((rule for rule in self.rules if rule.matches(link, data)), None)
+        if rule is None:
             return False
+        rule.left -= 1
+        if rule.left == 0:
+            self.rules.remove(rule)
+        if not rule.before:
+            link.reply_due = True
+        return rule.before
 
-    def close(self):
-        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
-        self.listener.close()
-        with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
-            self._closed = True
-            pairs = list(self._pairs.values())
-        for pair in pairs:
-            for end in pair:
-                _hang_up(end)
 
-    def __enter__(self):
-        return self
+@dataclass(frozen=True)
+class _Lifetimes:
+    """The rules on a connection's idleness and age, in seconds (None: no such rule). A NAT's,
+    ``forget_idle_after``: a connection idle longer is dropped silently when it is next used. A proxy's,
+    ``close_after`` (its age) and ``close_idle_after`` (no packet either way): it is hung up on both sides."""
+    forget_idle_after: float | None = None
+    close_after: float | None = None
+    close_idle_after: float | None = None
 
-    def __exit__(self, *exc):
-        self.close()
+    @property
+    def close_any(self):
+        return self.close_after is not None or self.close_idle_after is not None
+
+    def forgets(self, link, now):
+        """True when ``link`` has been idle longer than ``forget_idle_after``."""
+        return self.forget_idle_after is not None and link.idle(now) > self.forget_idle_after
+
+    def closes(self, link, now):
+        """The rule that hangs ``link`` up now, ``"age"`` or ``"idle"``; None when neither does."""
+        if self.close_after is not None and now - link.opened >= self.close_after:
+            return "age"
+        if self.close_idle_after is not None and link.idle(now) >= self.close_idle_after:
+            return "idle"
+        return None
+
+
+@dataclass(eq=False)  # each one is itself: rules hold sets of them
+class _Link:
+    """One connection through the relay: the client's socket and the server's, and what the rules know of it."""
+    client: socket.socket
+    server: socket.socket
+    opened: float | None  # when it was accepted (monotonic); None once ended, or hung up by a lifetime rule
+    last_used: float | None  # when a packet last went through; None once ended
+    silenced: bool = False  # dropped silently: nothing goes through, either way, and nothing is closed
+    reply_due: bool = False  # a statement went through that strikes its answer: the next answer is dropped
+
+    def idle(self, now):
+        """Seconds since a packet last went through (0 once ended)."""
+        return now - (now if self.last_used is None else self.last_used)
+
+    def hang_up(self):
+        for end in (self.client, self.server):
+            _hang_up(end)
 
 
 class _Delayed:
