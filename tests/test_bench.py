@@ -69,7 +69,10 @@ def test_peewee_reconnect_reruns_what_the_text_hides(tallies):
     kinds = tallies["peewee_reconnect"].by_kind
     assert kinds["view_read"]["duplicates"] >= 1  # the SELECT whose view inserts, sent again after the cut
     assert kinds["procedure_transaction"]["torn"] >= 1  # the second insert committed alone on a new connection
-    assert kinds["slow_read"]["duplicates"] == 1  # the server ran the slow read twice, side by side
+    # it gave up on the slow read at read_timeout and sent it again: two timeouts. The server ran it twice, side by
+    # side, unless its connection had been dropped silently before (which thread's it met is timing): then once
+    slow = kinds["slow_read"]
+    assert slow["max_s"] >= 2 * 0.9 * READ_TIMEOUT and slow["duplicates"] <= 1
 
 
 def test_safe_reconnect_loses_nothing_and_duplicates_nothing(tallies):
