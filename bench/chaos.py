@@ -202,7 +202,7 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
     for sql in SCHEMA:
         admin.execute_sql(sql)
     admin.close()  # its session may hold what the view's text seemed to leave: the count needs none of it
-    tally, answers, last_fault, took = Tally(name, replication=cluster), {}, {}, {}
+    tally = Tally(name, replication=cluster)
     with faults.LinkCutter(port=port, rtt_ms=rtt_ms) as link:
         cls = STRATEGIES[name]
         strategy = cls(S.database(cls.database_class, port=link.port, read_timeout=read_timeout))
@@ -210,37 +210,58 @@ def _run(name, steps, on_request, threads, read_timeout, rtt_ms, cluster):
         tally.bound_s = None if wait is None else wait + WORK_S
         chaos_app = ChaosApp(strategy, link, cluster, read_timeout)
         server = app.Server(chaos_app, threads=threads)
-
-        def send(numbered_step):
-            request_id, (kind, fault) = numbered_step
-            query = f"?fault={fault}" if fault else ""
-            started = time.monotonic()
-            answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}{query}", timeout=120)
-            took[request_id] = time.monotonic() - started
-            on_request()
-
-        batch, current_fault = [], None
-        with ThreadPoolExecutor(threads) as clients:
-            for request_id, (kind, fault) in enumerate(steps + [(None, None)], 1):
-                if fault:
-                    tally.faults_by_kind[fault] = tally.faults_by_kind.get(fault, 0) + 1
-                    current_fault = fault
-                if kind is None:  # the end of a batch: run it, then strike between
-                    list(clients.map(send, batch))
-                    batch = []
-                    chaos_app.cluster_faults.end_of_batch()
-                    if fault:
-                        for counter in chaos_app.counters.values():
-                            counter.join()  # the slow reads' copies end, counted, before the fault strikes
-                        strike_between(fault, strategy, server, link)
-                    continue
-                last_fault[request_id] = current_fault
-                batch.append((request_id, (kind, fault)))
+        played = play(steps, server.url, threads, chaos_app.counters,
+                      strike=lambda fault: strike_between(fault, strategy, server, link),
+                      end_of_batch=chaos_app.cluster_faults.end_of_batch, on_request=on_request)
         server.stop()
         strategy.close()
+    tally.faults_by_kind = played.faults_by_kind
     runs, rows = what_ran(chaos_app, admin)
-    tally_up(tally, steps, answers, rows, runs, last_fault, took)
+    tally_up(tally, steps, played.answers, rows, runs, played.last_fault, played.took)
     return tally
+
+
+@dataclass
+class Played:
+    """What a run sent, by request id: the app's answer, its seconds, the last fault before it; and
+    how many faults of each kind struck."""
+    answers: dict = field(default_factory=dict)
+    took: dict = field(default_factory=dict)
+    last_fault: dict = field(default_factory=dict)
+    faults_by_kind: dict = field(default_factory=dict)
+
+
+def play(steps, url, threads, counters, strike, end_of_batch=lambda: None, on_request=lambda: None):
+    """Send ``steps`` to the app at ``url`` from ``threads`` clients, a batch at a time: a step with no
+    kind ends one. Then ``end_of_batch()``, and its fault strikes, ``strike(fault)``, once the slow
+    reads' copies (``counters``) have ended, counted. What was sent, as a ``Played``."""
+    played, batch, current_fault = Played(), [], None
+
+    def send(numbered_step):
+        request_id, (kind, fault) = numbered_step
+        query = f"?fault={fault}" if fault else ""
+        started = time.monotonic()
+        played.answers[request_id] = app.get(f"{url}/{kind}/{request_id}{query}", timeout=120)
+        played.took[request_id] = time.monotonic() - started
+        on_request()
+
+    with ThreadPoolExecutor(threads) as clients:
+        for request_id, (kind, fault) in enumerate(steps + [(None, None)], 1):
+            if fault:
+                played.faults_by_kind[fault] = played.faults_by_kind.get(fault, 0) + 1
+                current_fault = fault
+            if kind is None:  # the end of a batch: run it, then strike between
+                list(clients.map(send, batch))
+                batch = []
+                end_of_batch()
+                if fault:
+                    for counter in counters.values():
+                        counter.join()
+                    strike(fault)
+                continue
+            played.last_fault[request_id] = current_fault
+            batch.append((request_id, (kind, fault)))
+    return played
 
 
 def what_ran(chaos_app, admin):

@@ -10,12 +10,10 @@ answer: a connection handed on in the middle of another request's answer shows a
 import asyncio
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from playhouse.pwasyncio import AsyncMySQLConnection, AsyncMySQLDatabase
 
-import app
 import asgi_app
 import config
 import faults
@@ -117,38 +115,18 @@ def run(steps, threads=chaos.THREADS, request_timeout=REQUEST_TIMEOUT, rtt_ms=0,
     for sql in SCHEMA:
         admin.execute_sql(sql)
     admin.close()
-    tally, answers, last_fault, took = AsyncTally(NAME), {}, {}, {}
+    tally = AsyncTally(NAME)
     tally.bound_s = request_timeout + chaos.WORK_S
     with faults.LinkCutter(rtt_ms=rtt_ms) as link:
         db = ChaosDatabase(config.DB_SCHM, host=config.DB_HOST, port=link.port, user=config.DB_USER,
                            password=config.DB_PASS, pool_size=threads)
         chaos_app = AsyncChaosApp(db, link, request_timeout, guard)
         with asgi_app.Uvicorn(chaos_app) as server:
-            def send(numbered_step):
-                request_id, (kind, fault) = numbered_step
-                started = time.monotonic()
-                answers[request_id] = app.get(f"{server.url}/{kind}/{request_id}" + (f"?fault={fault}" if fault else ""),
-                                              timeout=120)
-                took[request_id] = time.monotonic() - started
-
-            batch, current_fault = [], None
-            with ThreadPoolExecutor(threads) as clients:
-                for request_id, (kind, fault) in enumerate(steps + [(None, None)], 1):
-                    if fault:
-                        tally.faults_by_kind[fault] = tally.faults_by_kind.get(fault, 0) + 1
-                        current_fault = fault
-                    if kind is None:
-                        list(clients.map(send, batch))
-                        batch = []
-                        if fault:
-                            for counter in chaos_app.counters.values():
-                                counter.join()
-                            strike_between(fault, server, chaos_app, link)
-                        continue
-                    last_fault[request_id] = current_fault
-                    batch.append((request_id, (kind, fault)))
+            played = chaos.play(steps, server.url, threads, chaos_app.counters,
+                                strike=lambda fault: strike_between(fault, server, chaos_app, link))
+    tally.faults_by_kind = played.faults_by_kind
     runs, rows = chaos.what_ran(chaos_app, admin)
-    chaos.tally_up(tally, steps, answers, rows, runs, last_fault, took)
+    chaos.tally_up(tally, steps, played.answers, rows, runs, played.last_fault, played.took)
     tally.wrong_answers = tally.errors_by_kind.get("WrongAnswer", 0)
     return tally
 
