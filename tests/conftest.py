@@ -130,17 +130,27 @@ def kill_and_wait(db):
     faults.wait_until_closed([strategies.connection_id(db)])
 
 
-@pytest.fixture
-def engine():
-    """A SQLAlchemy engine with pre-ping and chapter 09's rule (sqlalchemy_rule) installed; disposed after."""
+@contextmanager
+def ruled_engine(port=None, **options):
+    """A SQLAlchemy engine (to ``port``: a relay's, say) with chapter 09's rule (sqlalchemy_rule) installed;
+    disposed after."""
     from sqlalchemy import create_engine
 
     import sqlalchemy_rule
 
-    engine = create_engine(config.sql_url(), pool_pre_ping=True)
+    engine = create_engine(config.sql_url(port=port), **options)
     sqlalchemy_rule.install(engine)
-    yield engine
-    engine.dispose()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine():
+    """``ruled_engine()`` to the course's server, with pre-ping."""
+    with ruled_engine(pool_pre_ping=True) as engine:
+        yield engine
 
 
 def kill_held(runner):

@@ -10,7 +10,7 @@ import config
 import faults
 import models
 import sqlalchemy_rule
-from conftest import kill_held, request_table
+from conftest import kill_held, request_table, ruled_engine
 from errors import OutcomeUnknown, TransactionLost
 
 
@@ -55,29 +55,23 @@ def test_the_recipe_says_transaction_lost_and_the_session_recovers_after_rollbac
 
 def test_a_lost_answer_to_commit_is_outcome_unknown_and_not_run_again():
     with request_table("frameworks_rows") as rows, faults.LinkCutter() as link:
-        relayed = create_engine(config.sql_url(port=link.port))
-        sqlalchemy_rule.install(relayed)
-        with Session(relayed) as session:
+        with ruled_engine(link.port) as relayed, Session(relayed) as session:
             session.execute(text("INSERT INTO frameworks_rows (request_id) VALUES (2)"))
             link.cut_next_reply(session.connection().connection.dbapi_connection, statement="COMMIT")
             with pytest.raises(OutcomeUnknown):
                 session.commit()
-        relayed.dispose()
         assert rows(2) == 1  # it was applied, though the app could not be told: hence "unknown"
 
 
 def test_a_write_lost_as_the_first_of_sqlalchemys_transaction_runs_again_once():
     with request_table("frameworks_rows") as rows, faults.LinkCutter() as link:
-        relayed = create_engine(config.sql_url(port=link.port))
-        sqlalchemy_rule.install(relayed)
-        with Session(relayed) as session:
+        with ruled_engine(link.port) as relayed, Session(relayed) as session:
             session.execute(text("SELECT 1"))
             session.commit()
             link.cut_next_reply(session.connection().connection.dbapi_connection, statement="INSERT")
             # autocommit off: only a COMMIT could have kept it, and the transaction was this write alone
             sqlalchemy_rule.execute(session, text("INSERT INTO frameworks_rows (request_id) VALUES (3)"))
             session.commit()
-        relayed.dispose()
         assert rows(3) == 1  # the first copy went with its connection; the second was committed
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import config
 import faults
 import sqlalchemy_rule
-from conftest import kill_held, request_table
+from conftest import kill_held, request_table, ruled_engine
 from errors import OutcomeUnknown, SessionLost, TransactionLost
 
 INSERT = "INSERT INTO review_rows (request_id) VALUES (%d)"
@@ -112,16 +112,13 @@ def test_where_the_recipe_stops_last_insert_id_after_a_retry_is_the_new_connecti
 # applied" holds for transactional tables. A MyISAM table keeps a write at once: a lost INSERT into
 # one, the first of SQLAlchemy's transaction, is run again, and is there twice.
 def test_where_the_promise_stops_a_lost_write_to_a_table_that_cannot_roll_back_runs_twice():
-    with faults.LinkCutter() as link:
-        relayed = create_engine(config.sql_url(port=link.port))
-        sqlalchemy_rule.install(relayed)
+    with faults.LinkCutter() as link, ruled_engine(link.port) as relayed:
         with request_table("review_rows") as rows, relayed.connect() as connection:
             connection.exec_driver_sql("ALTER TABLE review_rows ENGINE=MyISAM")
             link.cut_next_reply(connection.connection.dbapi_connection, statement="INSERT")
             sqlalchemy_rule.execute(connection, INSERT % 5)
             connection.commit()
             copies = rows(5)
-        relayed.dispose()
     assert copies == 2  # the limit, as stated: with InnoDB (test_frameworks.py) it is 1
 
 
