@@ -8,10 +8,16 @@ the system's range for outgoing connections. jupyter_client takes five free port
 for each kernel and frees them for the kernel to bind: with the tests' many connections one was at
 times taken meanwhile, and the kernel died at its start ("Kernel died before replying to
 kernel_info"; jupyter_client issue 487, nbmake issue 129). Outside a worker (two learners of one
-shared server run pytest at once, on one DB_PORT), jupyter_client picks them as usual."""
+shared server run pytest at once, on one DB_PORT), jupyter_client picks them as usual.
+
+After each file a worker also waits until that file's connections have left its server, so that
+the next file finds the server as a learner would."""
 import os
 import socket
+import time
+from contextlib import closing
 
+import pytest
 from jupyter_client.connect import LocalPortCache
 
 os.environ["COURSE_SOLUTIONS"] = "run"
@@ -45,3 +51,32 @@ def _bindable(ip, port):
 
 
 KernelPortsOfThisWorker.instance()  # the one jupyter_client's LocalPortCache.instance() returns from now on
+
+
+@pytest.hookimpl(trylast=True)  # after the file's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """A file done, wait until no connection of the course's user is left on this worker's server:
+    a query the server still runs for a client that gave up (a SELECT SLEEP past a read timeout)
+    ends in its own time, and 00_setup's SHOW PROCESSLIST, next, counted it. A connection still
+    there after 10 s is a leak: it fails the file that left it."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or (nextitem is not None and nextitem.path == item.path):
+        return  # outside make test's workers the server may be a learner's, with a lab open on it
+    import MySQLdb
+    import config  # here: tests/conftest.py sets this worker's DB_PORT before config is read
+    import localdb
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with closing(localdb.course().root_connection()) as root:
+                cursor = root.cursor()
+                cursor.execute("SELECT ID, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE USER = %s",
+                               (config.DB_USER,))
+                left = cursor.fetchall()
+        except MySQLdb.OperationalError:
+            return  # the server is not running: nothing is left on it
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{item.path.name} left {len(left)} connection(s) of {config.DB_USER} on the server "
+                        f"after it ended (id, command, seconds, statement): {left}", pytrace=False)
+        time.sleep(0.1)
