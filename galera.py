@@ -63,8 +63,14 @@ def _group_port(name, kind):
 # A node that hears nothing from another for evs.suspect_timeout suspects it, and the others
 # exclude it: 2 s here instead of Galera's 5 s (and 3 s instead of 15 s to declare it gone), so
 # that a demo waits less. Across a real network keep the defaults: a short pause is not a failure.
+# Two follow from these: the nodes agree on each new view within evs.install_timeout, by default
+# half of 3 s, and a node cut off a moment then let back (isolate) once failed to agree in time:
+# each node declared the others inactive, and no primary component was left (for 30 s, seen 1 in
+# 5 tries). 3 s gives the agreement room. And a node that left may come back after
+# gmcast.time_wait: 1 s, not 5, as the others forget it at different moments (a ban of half of it
+# counts from each one's own view), and while one still bans it the agreement waits.
 QUICK_TIMEOUTS = "evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT3S;" \
-                 "evs.inactive_check_period=PT0.5S"
+                 "evs.inactive_check_period=PT0.5S;evs.install_timeout=PT3S;gmcast.time_wait=PT1S"
 
 
 def node(name, founder=False):
