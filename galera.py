@@ -170,7 +170,7 @@ def start():
           f"CREATE USER '{SST_USER}'@'127.0.0.1' {user}", f"GRANT SUPER, RELOAD ON *.* TO '{SST_USER}'@'127.0.0.1'")
     alone.stop()
     for name in NAMES[1:]:
-        shutil.copytree(alone.data, node(name).data)
+        localdb.copy_data_folder(alone.data, node(name).data)
     node(NAMES[0], founder=True).launch()
     wait_until_synced(NAMES[0])
     state = wsrep_status(NAMES[0])  # nothing written since the copies: they hold the cluster as it is

@@ -111,12 +111,28 @@ def test_a_server_under_a_path_with_a_space_starts_and_stops(tmp_path):
         assert server.stop() == "stopped"
 
 
-def test_servers_set_up_at_the_same_time_keep_out_of_each_others_temporary_files(tmp_path):
+def test_servers_set_up_at_the_same_time_keep_out_of_each_others_temporary_files(tmp_path, monkeypatch):
     # each starting server deletes the #sql* files in its tmpdir: with /tmp shared, six
     # mariadb-install-db at once often failed (1051 Unknown table 'mysql.tmp_user_sys')
     from concurrent.futures import ThreadPoolExecutor
 
+    monkeypatch.setattr(localdb, "HOME", tmp_path / "home")  # no fresh data folder yet: each makes one
     servers = [localdb.Instance(tmp_path / f"server{n}", free_port()) for n in range(6)]
     with ThreadPoolExecutor(len(servers)) as pool:
         list(pool.map(localdb.Instance.initialise, servers))
     assert all((server.data / "mysql").is_dir() for server in servers)
+    assert [path.name for path in (tmp_path / "home").iterdir()] == ["fresh"]  # one kept, the others' gone
+    assert len(list((tmp_path / "home" / "fresh").iterdir())) == 1
+
+
+def test_a_new_server_copies_the_data_folder_mariadb_install_db_made_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(localdb, "HOME", tmp_path / "home")
+    installs = []
+    monkeypatch.setattr(localdb, "_install_db", lambda target, install=localdb._install_db: (installs.append(1),
+                                                                                              install(target)))
+    first, second = (localdb.Instance(tmp_path / name, free_port()) for name in ("first", "second"))
+    try:
+        assert first.start().startswith("started on") and second.start().startswith("started on")
+        assert len(installs) == 1
+    finally:
+        first.stop(), second.stop()
