@@ -116,6 +116,7 @@ class Tally:
     failed_by_fault: dict = field(default_factory=dict)
     faults_by_kind: dict = field(default_factory=dict)
     errors_by_kind: dict = field(default_factory=dict)
+    error_codes: dict = field(default_factory=dict)  # the same failures by class and code: "OperationalError 2013"
     by_kind: dict = field(default_factory=dict)  # kind of request -> COUNTS, and max_s
 
 
@@ -312,6 +313,8 @@ def tally_up(tally, steps, answers, rows, runs, last_fault, took):
             cause = last_fault.get(request_id)
             tally.failed_by_fault[cause] = tally.failed_by_fault.get(cause, 0) + 1
             tally.errors_by_kind[told] = tally.errors_by_kind.get(told, 0) + 1
+            code = " ".join(answer.split()[1:3])
+            tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
 
 
 STRATEGIES = {**S.STRATEGIES, **wrong.STRATEGIES, **frameworks.STRATEGIES}
