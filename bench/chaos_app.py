@@ -203,13 +203,16 @@ class ChaosApp:
             raise
 
     def kill_if(self, db, fault):
-        """A ``KILL`` between two statements: the server has closed the connection before the next is sent."""
         if fault == "kill_in_transaction":
-            faults.kill(S.connection_id(db), self.kill_port())
-            faults.wait_until_closed([S.connection_id(db)], self.kill_port())
-            time.sleep(0.05)  # for the server's hang-up to reach the app through the relay
+            self.kill_between(S.connection_id(db))
         elif fault == "conflict":
             clusters.conflict(db)
+
+    def kill_between(self, connection_id):
+        """A ``KILL`` between two statements: the server has closed the connection before the next is sent."""
+        faults.kill(connection_id, self.kill_port())
+        faults.wait_until_closed([connection_id], self.kill_port())
+        time.sleep(0.05)  # for the server's hang-up to reach the app through the relay
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)

@@ -15,7 +15,7 @@ import asgi_app
 import faults
 import models
 import strategies
-from bench import chaos, chaos_asgi
+from bench import chaos, chaos_app, chaos_asgi
 from bench.wrong_async import cancel_guard_removed
 from conftest import ROOT
 
@@ -148,6 +148,17 @@ def test_the_chaos_runs_asyncio_rows_lose_nothing_and_serve_after_each_fault():
     assert not {"kill_between", "expire", "restart"} & row["failed_by_fault"].keys(), row["failed_by_fault"]
     assert row["failed_by_fault"].get("silent_drop", 0) <= chaos.THREADS  # at most each pooled connection, once
     assert row["max_request_s"] <= row["bound_s"], {kind: counts["max_s"] for kind, counts in row["by_kind"].items()}
+
+
+def test_a_kill_the_server_is_slow_to_wind_up_holds_no_request_past_its_bound(monkeypatch):
+    # on a busy machine the server took long to end a killed connection: the fault waited for
+    # that on the event loop, and held every request in flight past its timeout
+    wind_up = chaos_app.ChaosApp.kill_between
+    monkeypatch.setattr(chaos_app.ChaosApp, "kill_between", lambda app, connection_id: (
+        wind_up(app, connection_id), time.sleep(2.5)))
+    tally = chaos_asgi.run(chaos.plan(16, 1, 8, only=["kill_in_transaction"]))
+    assert set(tally.faults_by_kind) == {"kill_in_transaction"} and tally.lost == tally.torn == 0
+    assert tally.max_request_s <= tally.bound_s, tally.by_kind
 
 
 def test_the_asyncio_rows_see_a_connection_handed_on_mid_answer():
