@@ -15,12 +15,14 @@ the next file finds the server as a learner would."""
 import os
 import socket
 import time
-from contextlib import closing
+from contextlib import closing, suppress
+from pathlib import Path
 
 import pytest
 from jupyter_client.connect import LocalPortCache
 
 os.environ["COURSE_SOLUTIONS"] = "run"
+WORKERS_HOME = Path(__file__).resolve().parent / ".mysql" / "workers"  # each make test worker's server: tests/conftest.py
 KERNEL_PORTS = 300  # ten ports from DB_PORT + 300 on: two kernels' worth, a worker's own
 
 
@@ -58,9 +60,15 @@ def pytest_runtest_teardown(item, nextitem):
     """A file done, wait until no connection of the course's user is left on this worker's server:
     a query the server still runs for a client that gave up (a SELECT SLEEP past a read timeout)
     ends in its own time, and 00_setup's SHOW PROCESSLIST, next, counted it. A connection still
-    there after 10 s is a leak: it fails the file that left it."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None or (nextitem is not None and nextitem.path == item.path):
-        return  # outside make test's workers the server may be a learner's, with a lab open on it
+    there after 10 s is a leak: it fails the file that left it, and is killed, so that the next
+    file starts clean."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if nextitem is not None and nextitem.path == item.path:
+        return
+    # only on a server of the worker's own (tests/conftest.py's); elsewhere it may be shared: the
+    # other workers', a learner's with a lab open on it
+    if worker is None or os.environ.get("COURSE_SERVER_DIR") != str(WORKERS_HOME / worker):
+        return
     import MySQLdb
     import config  # here: tests/conftest.py sets this worker's DB_PORT before config is read
     import localdb
@@ -72,6 +80,10 @@ def pytest_runtest_teardown(item, nextitem):
                 cursor.execute("SELECT ID, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE USER = %s",
                                (config.DB_USER,))
                 left = cursor.fetchall()
+                if left and time.monotonic() > deadline:
+                    for connection_id, *_ in left:
+                        with suppress(MySQLdb.OperationalError):  # it ended meanwhile: 1094
+                            cursor.execute(f"KILL {int(connection_id)}")
         except MySQLdb.OperationalError:
             return  # the server is not running: nothing is left on it
         if not left:
