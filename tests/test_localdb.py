@@ -130,9 +130,11 @@ def test_a_new_server_copies_the_data_folder_mariadb_install_db_made_once(tmp_pa
     installs = []
     monkeypatch.setattr(localdb, "_install_db", lambda target, install=localdb._install_db: (installs.append(1),
                                                                                               install(target)))
+    (tmp_path / "home" / "fresh" / "mariadbd-of-an-older-build").mkdir(parents=True)
     first, second = (localdb.Instance(tmp_path / name, free_port()) for name in ("first", "second"))
     try:
         assert first.start().startswith("started on") and second.start().startswith("started on")
         assert len(installs) == 1
+        assert [path.name for path in (tmp_path / "home" / "fresh").iterdir()] == [localdb._fresh_data().name]
     finally:
         first.stop(), second.stop()
