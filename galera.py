@@ -196,7 +196,12 @@ def isolate(name, cut=True):
     sees itself alone)."""
     admin(name, f"SET GLOBAL wsrep_provider_options = 'gmcast.isolate={int(cut)}'")
     deadline = time.monotonic() + 30
-    while (wsrep_status(name)["cluster_status"] == "Primary") == cut or not _views_agree():
+    while True:
+        views = _views()
+        if name not in views:
+            raise GaleraError(f"node {name} is not running")
+        if (views[name]["cluster_status"] == "Primary") != cut and _views_agree(views):
+            break
         if time.monotonic() > deadline:
             raise GaleraError(f"node {name} did not {'leave' if cut else 'rejoin'} the primary component in 30 s")
         time.sleep(0.05)
@@ -204,15 +209,20 @@ def isolate(name, cut=True):
         wait_until_synced(name)
 
 
-def _views_agree():
-    """Whether each node in the primary component counts exactly the nodes in it (a killed node is in none)."""
-    views = []
+def _views():
+    """Each running node's ``wsrep_status()``, by name."""
+    views = {}
     for name in NAMES:
         try:
-            views.append(wsrep_status(name))
+            views[name] = wsrep_status(name)
         except MySQLdb.OperationalError:
             continue  # not running
-    in_primary = [view for view in views if view["cluster_status"] == "Primary"]
+    return views
+
+
+def _views_agree(views):
+    """Whether each node in the primary component counts exactly the nodes in it (a killed node is in none)."""
+    in_primary = [view for view in views.values() if view["cluster_status"] == "Primary"]
     return all(int(view["cluster_size"]) == len(in_primary) for view in in_primary)
 
 
@@ -221,7 +231,7 @@ def start_again(name):
     First the others let its old self go: joining while they still count it took 9 to 13 s here
     (rounds of Galera's install timer); waiting for them first, 5 s in all."""
     deadline = time.monotonic() + 30
-    while not _views_agree() and time.monotonic() < deadline:  # past it, it starts all the same: only slower
+    while not _views_agree(_views()) and time.monotonic() < deadline:  # past it, it starts all the same: only slower
         time.sleep(0.05)
     _claim_state(name, *_recovered_position(name))
     node(name).launch()
