@@ -74,21 +74,21 @@ def pytest_runtest_teardown(item, nextitem):
     import localdb
     deadline = time.monotonic() + 10
     while True:
+        overdue = time.monotonic() > deadline
         try:
             with closing(localdb.course().root_connection()) as root:
                 cursor = root.cursor()
                 cursor.execute("SELECT ID, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE USER = %s",
                                (config.DB_USER,))
                 left = cursor.fetchall()
-                if left and time.monotonic() > deadline:
-                    for connection_id, *_ in left:
-                        with suppress(MySQLdb.OperationalError):  # it ended meanwhile: 1094
-                            cursor.execute(f"KILL {int(connection_id)}")
+                for connection_id, *_ in left if overdue else ():
+                    with suppress(MySQLdb.OperationalError):  # it ended meanwhile: 1094
+                        cursor.execute(f"KILL {int(connection_id)}")
         except MySQLdb.OperationalError:
             return  # the server is not running: nothing is left on it
         if not left:
             return
-        if time.monotonic() > deadline:
+        if overdue:
             pytest.fail(f"{item.path.name} left {len(left)} connection(s) of {config.DB_USER} on the server "
                         f"after it ended (id, command, seconds, statement): {left}", pytrace=False)
         time.sleep(0.1)
