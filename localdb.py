@@ -264,7 +264,7 @@ def _fresh_data():
     each way of making it) and kept in ``fresh/`` beside the server's folder (each make test worker
     has its own): the replica pair, the Galera cluster and many tests start new servers, and a
     copy takes 0.14 s where mariadb-install-db takes 0.5 s (0.3 s of a core). An older build's goes."""
-    server = Path(shutil.which(_program("mariadbd", "mysqld"))).stat()
+    server = Path(_program("mariadbd", "mysqld")).stat()
     # how it was made: the options, and the host (the grant tables name it, root@<host>)
     made_how = hashlib.sha256(" ".join([*_install_options(), socket.gethostname()]).encode()).hexdigest()[:8]
     fresh = HOME / "fresh" / f"mariadbd-{server.st_size}-{server.st_mtime_ns}-{made_how}"

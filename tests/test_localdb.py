@@ -1,5 +1,6 @@
 """localdb.py: the local server's lifecycle, for real."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_a_taken_port_is_named_and_leaves_nothing_broken():
 
 def test_a_failed_initialisation_leaves_no_data_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(localdb, "HOME", tmp_path)
-    monkeypatch.setattr(localdb, "_program", lambda *names: "false")
+    monkeypatch.setattr(localdb, "_program", lambda *names: shutil.which("false"))  # every program fails
     with pytest.raises(localdb.ServerError, match="mariadb-install-db failed"):
         localdb._initialise()
     assert list(tmp_path.iterdir()) == []
