@@ -33,8 +33,8 @@ out). Afterwards the table is compared with what each request was told:
   (``Strategy.longest_wait()``, with the app's ``--read-timeout``) plus a second for the work.
 ``by_kind`` has the same counts for each kind of request, and how many of each a fault struck.
 A failed request is charged to the kind of the last fault before it; ``errors_by_kind`` counts
-the failures by what the app was told (the error's class), ``error_codes`` by class and code. Every connection goes
-through the relay, ``--rtt-ms`` away.
+the failures by what the app was told (the error's class), ``error_codes`` by class and code.
+Every connection goes through the relay, ``--rtt-ms`` away.
 
 With ``--cluster`` (semi-synchronous; ``--cluster async`` for asynchronous) each strategy runs
 against chapter 08's replica pair, started afresh for it and stopped after, through HAProxy; a
