@@ -146,6 +146,7 @@ def test_a_list_of_hosts_is_walked_for_the_one_that_takes_writes(asynchronous):
     make_table(db)
     db.execute_sql(INSERT, (6,))
     assert count_on("a", 6) == 1
+    wait_until_replicated(6, 1)  # asynchronous: the table could still be missing on b when a dies
     pair.failover()
     db.execute_sql(INSERT, (7,))  # a is gone: b, promoted, takes it
     assert count_on("b", 7) == 1
