@@ -68,6 +68,7 @@ from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
 
 NAMES = ["naive", "per_request", "ping", "idle_ping", "peewee_reconnect", "safe_reconnect"]
 FRAMEWORKS = frameworks.NAMES  # SQLAlchemy's and Django's configurations (chapter 09): the command line runs them too
+ASYNCIO_NAMES = ["asyncio_per_task"]  # chapter 10's app (bench/chaos_asgi.py): the command line runs it too
 BETWEEN = ["kill_between", "expire", "restart", "silent_drop"]  # strike every connection the app holds, between batches
 DURING = {  # strike requests, one of each kind listed, one after another
     "kill_during": ["read"],
@@ -371,6 +372,19 @@ def asyncio_rows(args):
     return chaos_asgi.run_all(args.requests, args.seed, args.fault_every, args.threads, args.rtt_ms)
 
 
+ROW_NAMES = NAMES + FRAMEWORKS + ASYNCIO_NAMES
+
+
+def strategy_names(text):
+    """``--strategies``: names separated by commas, each one of the run's rows."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROW_NAMES] or ([] if names else [text])
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no row is called {unknown[0]!r}: name some of {', '.join(ROW_NAMES)}, "
+                                         "separated by commas")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per strategy (default 2000)")
@@ -383,6 +397,8 @@ def main(argv=None):
     parser.add_argument("--cluster", choices=clusters.MODES, nargs="?", const="semisync",
                         help="against chapter 08's replica pair, with failovers (alone: semisync), or 08b's "
                              "Galera cluster")
+    parser.add_argument("--strategies", type=strategy_names, metavar="NAME,NAME",
+                        help="only these rows, by name (default: every one): " + ", ".join(ROW_NAMES))
     parser.add_argument("--asyncio-only", action="store_true",
                         help="only the asyncio rows (chapter 10's app, bench/chaos_asgi.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -392,11 +408,12 @@ def main(argv=None):
     if args.self_check:
         return 0 if self_check() else 1
     started = time.monotonic()
-    tallies = [] if args.asyncio_only else run_all(
-        args.requests, args.seed, args.fault_every, names=NAMES + FRAMEWORKS,
-        progress=None if args.json else show_progress,
-        threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster)
-    asyncio_tallies = [] if args.cluster else asyncio_rows(args)
+    names = args.strategies or (ASYNCIO_NAMES if args.asyncio_only else ROW_NAMES)
+    sync_names = [name for name in names if name not in ASYNCIO_NAMES]
+    tallies = run_all(
+        args.requests, args.seed, args.fault_every, names=sync_names, progress=None if args.json else show_progress,
+        threads=args.threads, read_timeout=args.read_timeout, rtt_ms=args.rtt_ms, cluster=args.cluster) if sync_names else []
+    asyncio_tallies = asyncio_rows(args) if set(ASYNCIO_NAMES) & set(names) and not args.cluster else []
     if args.json:
         print(json.dumps({"threads": args.threads, "read_timeout": args.read_timeout, "rtt_ms": args.rtt_ms,
                           "strategies": [asdict(t) for t in tallies],

@@ -24,7 +24,7 @@ from bench.chaos_app import SCHEMA, ChaosApp
 # PyMySQL reports the implicit_commit request's CREATE TABLE IF NOT EXISTS as a Python warning: no news here
 warnings.filterwarnings("ignore", message="Table 'chaos_scratch' already exists")
 
-NAME = "asyncio_per_task"
+NAME, = chaos.ASYNCIO_NAMES
 REQUEST_TIMEOUT = chaos.READ_TIMEOUT  # what bounds a request here, as read_timeout bounds a statement there
 
 

@@ -107,15 +107,29 @@ def test_the_self_check_sees_what_each_wrong_strategy_does(capsys):
 
 
 def test_chaos_json_has_the_documented_shape():
-    result = subprocess.run([sys.executable, "bench/chaos.py", "--requests", "20", "--fault-every", "8", "--json"],
-                            capture_output=True, text=True, cwd=ROOT, check=True)
+    rows = ["safe_reconnect", "django_default", "asyncio_per_task"]  # one of the course's, chapter 09's, chapter 10's
+    result = subprocess.run([sys.executable, "bench/chaos.py", "--requests", "20", "--fault-every", "8", "--json",
+                             "--strategies", ",".join(rows)], capture_output=True, text=True, cwd=ROOT, check=True)
     output = json.loads(result.stdout)
     assert output["threads"] == 8 and output["read_timeout"] == chaos.READ_TIMEOUT
-    rows = output["strategies"]
-    assert [row["name"] for row in rows] == chaos.NAMES + chaos.FRAMEWORKS  # chapter 09's beside the course's
+    assert [row["name"] for row in output["strategies"] + output["asyncio"]] == rows
     keys = {"name", "requests", "faults", "failed", "acked_writes", "lost", "duplicates", "torn", "unknown",
             "landed_in_part", "lost_but_landed", "faults_by_kind", "errors_by_kind", "by_kind", "max_request_s", "bound_s"}
-    assert all(keys <= row.keys() and row["requests"] == 20 for row in rows)
+    assert all(keys <= row.keys() and row["requests"] == 20 for row in output["strategies"] + output["asyncio"])
+    assert "wrong_answers" in output["asyncio"][0]
+
+
+def test_chaos_runs_every_row_unless_told_which(monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(chaos, "run_all", lambda *args, names, **kwargs: ran.extend(names) or [])
+    monkeypatch.setattr(chaos, "asyncio_rows", lambda args: ran.append("asyncio rows") or [])
+    assert chaos.main(["--json"]) == 0
+    assert ran == chaos.NAMES + chaos.FRAMEWORKS + ["asyncio rows"]  # chapter 09's and 10's beside the course's
+    ran.clear()
+    assert chaos.main(["--json", "--strategies", "ping, django_default"]) == 0 and ran == ["ping", "django_default"]
+    with pytest.raises(SystemExit) as exit_:
+        chaos.main(["--strategies", "ping,pong"])
+    assert exit_.value.code == 2 and "no row is called 'pong': name some of naive, " in capsys.readouterr().err
 
 
 REFERENCE_ROWS = ["peewee_pool", "sqlalchemy_pool", "sqlalchemy_pool_no_reset", "sqlalchemy_pre_ping"]
@@ -151,7 +165,7 @@ def test_on_loopback_the_client_and_the_server_run_apart_and_are_let_go_after(se
 
 
 def test_overhead_far_from_the_server_has_a_run_per_round_trip():
-    result = subprocess.run([sys.executable, "bench/overhead.py", "--rtt-ms", "0,2", "--repeat", "20", "--json"],
+    result = subprocess.run([sys.executable, "bench/overhead.py", "--rtt-ms", "0,2", "--repeat", "5", "--json"],
                             capture_output=True, text=True, cwd=ROOT, check=True)
     runs = json.loads(result.stdout)["runs"]
     assert [run["rtt_ms"] for run in runs] == [0, 2]
