@@ -32,8 +32,12 @@ def test_make_lab_keeps_the_readers_copies_until_asked(tmp_path):
     copy = tmp_path / "work" / "00_setup.ipynb"
     copy.parent.mkdir()
     copy.write_text("changed by the reader")
-    with running_lab(f"LAB_ROOT={tmp_path}"):
-        pass
+    # make lab copies the chapters first, its prerequisite `work` (JupyterLab serving them: the test
+    # above), so that is run alone here: a second JupyterLab would only cost its start
+    planned = subprocess.run(["make", "-n", "lab", f"LAB_ROOT={tmp_path}"], cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout
+    assert planned.index("cp -n notebooks/*.ipynb") < planned.index("jupyter lab")
+    subprocess.run(["make", "-s", "work", f"LAB_ROOT={tmp_path}"], cwd=ROOT, check=True, capture_output=True)
     assert copy.read_text() == "changed by the reader"  # make lab never overwrites a copy
     assert (tmp_path / "work" / "01_naive.ipynb").exists()  # and adds the ones missing
     subprocess.run(["make", "-s", "lab-refresh", f"LAB_ROOT={tmp_path}"], cwd=ROOT, check=True, capture_output=True)
