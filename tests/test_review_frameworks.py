@@ -166,7 +166,8 @@ def test_where_the_pool_limit_stops_cancelled_statements_still_run_on_the_server
     import asgi_app
 
     with asgi_app.Uvicorn(asgi_app.AsyncApp(asgi_app.database(pool_size=1), request_timeout=0.3)) as server:
-        assert all(server.get("/sleep/2").startswith("504") for _ in range(4))
+        answers = [server.get("/sleep/2") for _ in range(4)]
+        assert all(answer.startswith("504") for answer in answers), answers
         admin = MySQLdb.connect(**config.connect_kwargs())
         try:
             cursor = admin.cursor()
