@@ -197,6 +197,20 @@ class _Relay:
     def wait_until_reachable(self):
         time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
 
+    def wait_until_passed_on(self, timeout=10):
+        """Return once the relay holds nothing the server sent: its hang-up after a ``KILL`` or an
+        expired ``wait_timeout`` has reached the client, as it does at once without a relay. (On a
+        busy machine the relay's threads can be kept from it for a tenth of a second and more.)"""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                links = list(self._links.values())
+            if not any(map(_still_in_the_relay, links)):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the relay has held what a server sent for {timeout} s")
+            time.sleep(0.005)
+
     def close(self):
         """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
         self.listener.close()
@@ -514,6 +528,22 @@ class _Delayed:
                 self.sink.sendall(item)
             except OSError:
                 pass  # hung up meanwhile: what follows is dropped, up to the hang-up
+
+
+def _still_in_the_relay(link):
+    """Something the server sent on ``link``, bytes or its hang-up, has not yet reached the client
+    (a link dropped silently keeps it from the client on purpose)."""
+    if link.silenced or link.client.fileno() == -1:
+        return False
+    if link.server.fileno() == -1:
+        return True  # the relay closed the server's end; the client's closes next, or after the delay
+    try:
+        link.server.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" at the hang-up
+    except BlockingIOError:
+        return False  # nothing waiting
+    except OSError:
+        pass  # reset by the server: still to be passed on
+    return True
 
 
 def _is_statement(packet, prefix):

@@ -183,7 +183,7 @@ def strike_between(fault, strategy, server, link):
         server.app.expiring = []
         server.get_each_thread("/expire/0")  # each thread's connection gets a wait_timeout of 1 s
         faults.wait_until_closed(server.app.expiring, server.app.kill_port())
-        time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
+        link.wait_until_passed_on()  # the server's hang-ups, to the app
 
 
 def run(name, steps, on_request=lambda: None, threads=THREADS, read_timeout=READ_TIMEOUT, rtt_ms=0, cluster=None):

@@ -212,7 +212,7 @@ class ChaosApp:
         """A ``KILL`` between two statements: the server has closed the connection before the next is sent."""
         faults.kill(connection_id, self.kill_port())
         faults.wait_until_closed([connection_id], self.kill_port())
-        time.sleep(0.05)  # for the server's hang-up to reach the app through the relay
+        self.link.wait_until_passed_on()  # the server's hang-up, to the app
 
     def expire(self, db, request_id, fault):
         faults.expire_after(db, 1)

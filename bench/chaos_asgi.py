@@ -8,7 +8,6 @@ cancels it mid-statement: the ``cancel`` fault. Reads ask for their own request 
 answer: a connection handed on in the middle of another request's answer shows as ``wrong_answers``.
 """
 import asyncio
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -147,14 +146,14 @@ def strike_between(fault, server, chaos_app, link):
         server.get("/pool/0")
         faults.kill_all(chaos_app.pooled)
         faults.wait_until_closed(chaos_app.pooled)
-        time.sleep(0.1)  # for the server's hang-ups to reach the app through the relay
+        link.wait_until_passed_on()  # the server's hang-ups, to the app
     elif fault == "expire":
         server.get("/pool/0")
         chaos_app.expiring = []
         for _ in chaos_app.pooled:  # the pool hands its free connections out in turn
             server.get("/expire/0")
         faults.wait_until_closed(chaos_app.expiring)
-        time.sleep(0.1)
+        link.wait_until_passed_on()
 
 
 def run_all(requests=2000, seed=1, fault_every=35, threads=chaos.THREADS, rtt_ms=0):

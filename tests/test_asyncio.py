@@ -66,11 +66,11 @@ def test_the_app_serves_every_request_after_each_kind_of_fault(server_up):
         assert server.get("/whoami").startswith("200")
         faults.kill_all(pool_ids())
         faults.wait_until_closed(pool_ids())
-        time.sleep(0.05)  # for the server's hang-up to come through the relay
+        link.wait_until_passed_on()  # the server's hang-up, to the app
         assert all(a.startswith("200") for a in served()), "after KILL"
         expired = body(server.get("/expire"))
         faults.wait_until_closed([expired])
-        time.sleep(0.05)
+        link.wait_until_passed_on()
         assert all(a.startswith("200") for a in served()), "after wait_timeout"
         faults.restart_server()
         assert all(a.startswith("200") for a in served()), "after a restart"
