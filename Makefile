@@ -23,8 +23,9 @@ APP_THREADS ?= 4
 REPLICATION ?= async
 # make test's worker processes, a server each; against a server of your own (DB_HOST) one process.
 # Each takes whole files, in the order tests/conftest.py gives (the longest first), not xdist's own
-# (the most tests first: --no-loadscope-reorder)
-TEST_WORKERS ?= 8
+# (the most tests first: --no-loadscope-reorder). Twelve on 2 cores: many files mostly wait (for a
+# timeout, a cluster to form), and with eight the cores stood half idle for tens of seconds
+TEST_WORKERS ?= 12
 
 .PHONY: setup setup-frameworks setup-test setup-asyncio setup-book setup-browser server stop status work lab lab-refresh test test-browser app pictures book pair pair-stop galera galera-stop
 

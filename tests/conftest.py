@@ -17,12 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # make test runs the tests in several processes (pytest-xdist), and each needs a server of its own:
 # tests restart it, and kill every connection of the course's user. Worker gwN's is on DB_PORT +
-# 10 (N + 1) (its replica pair on the three ports after), in .mysql/workers/gwN. Set before config
-# is imported, and inherited by the notebooks' kernels and by `make` run from a test.
+# 500 (N + 1), in .mysql/workers/gwN: each worker's ports are the 500 from there (its replica pair
+# and Galera cluster just above it, their group ports 100 above, its broker 200 above, its kernels
+# 300 above: conftest.py). Set before config is imported, and inherited by the notebooks' kernels
+# and by `make` run from a test.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER and "DB_HOST" not in os.environ:
     base = int(os.environ.get("DB_PORT", "13306"))  # config.LOCAL_PORT: config cannot be imported yet
-    os.environ["DB_PORT"] = str(base + 10 * (int(WORKER[2:]) + 1))
+    os.environ["DB_PORT"] = str(base + 500 * (int(WORKER[2:]) + 1))
     os.environ["COURSE_SERVER_DIR"] = str(ROOT / ".mysql" / "workers" / WORKER)
 
 import config
@@ -41,11 +43,15 @@ def pytest_sessionfinish(session):
 
 # make test hands out whole files (a notebook runs in one kernel), to a worker as it becomes free:
 # the longest start first, or a worker picks up a half-minute chapter when the rest are nearly done.
-# Longest first by their times in a make test on 2 cores; the others follow in their usual order.
-LONGEST_FIRST = ["08_failover", "08b_galera", "09_frameworks", "test_galera", "test_chaos_galera", "12_scoreboard", "test_bench",
-                 "07_network", "07b_distance", "11_managed", "test_frameworks", "test_chaos_cluster", "test_semisync", "test_pair", "test_threads", "test_instructors",
-                 "test_strategies", "05_threads", "test_network", "test_asyncio", "test_promises", "04_reconnect", "03_ping",
-                 "01_naive", "test_transactions", "test_review_findings", "test_lab", "test_localdb"]
+# Its 2 cores are what bounds the run, so among the first are those that keep the cores busy
+# (05_threads, test_threads, test_localdb) beside those that mostly wait (the clusters, the chaos
+# runs). Longest first by their times in a make test on 2 cores; the others follow in their usual order.
+LONGEST_FIRST = ["09_frameworks", "12_scoreboard", "05_threads", "test_bench", "08b_galera", "test_threads",
+                 "test_localdb", "08_failover", "test_galera", "07_network", "test_asyncio", "test_chaos_galera",
+                 "11_managed", "test_strategies", "test_pair", "test_network", "test_review_findings", "test_managed",
+                 "07b_distance", "test_semisync", "test_chaos_cluster", "test_frameworks", "10_asyncio", "03_ping",
+                 "04_reconnect", "01_naive", "test_transactions", "test_instructors", "test_lab", "test_promises",
+                 "test_app", "test_binder", "test_review_frameworks"]
 
 
 def pytest_collection_modifyitems(items):
