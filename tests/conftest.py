@@ -18,17 +18,33 @@ ROOT = Path(__file__).resolve().parent.parent
 # make test runs the tests in several processes (pytest-xdist), and each needs a server of its own:
 # tests restart it, and kill every connection of the course's user. Worker gwN's is on DB_PORT +
 # 500 (N + 1), in .mysql/workers/gwN: each worker's ports are the 500 from there (its replica pair
-# and Galera cluster just above it, their group ports 100 above, its broker 200 above, its kernels
-# 300 above: conftest.py). Set before config is imported, and inherited by the notebooks' kernels
-# and by `make` run from a test.
+# and Galera cluster just above it, Galera's group ports 100 above, its broker 200 above, its
+# kernels from 300 + 10 N above: conftest.py). Set before config is imported, and inherited by the
+# notebooks' kernels and by `make` run from a test.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER and "DB_HOST" not in os.environ:
     base = int(os.environ.get("DB_PORT", "13306"))  # config.LOCAL_PORT: config cannot be imported yet
-    os.environ["DB_PORT"] = str(base + 500 * (int(WORKER[2:]) + 1))
+    os.environ["DB_PORT"] = str(base + 500 * (int(WORKER[2:]) + 1))  # WORKER_PORTS below
     os.environ["COURSE_SERVER_DIR"] = str(ROOT / ".mysql" / "workers" / WORKER)
 
 import config
 import localdb
+
+
+WORKER_PORTS = 500
+
+
+def pytest_configure(config):
+    """Before make test's workers start: their ports must stay below 32768, where the kernel's range
+    for outgoing connections begins (a port there may be taken at any time)."""
+    workers = getattr(config.option, "numprocesses", None)
+    if WORKER or not isinstance(workers, int) or "DB_HOST" in os.environ:
+        return
+    base, span = int(os.environ.get("DB_PORT", "13306")), WORKER_PORTS * (workers + 1)
+    if base + span > 32768:
+        raise pytest.UsageError(f"{workers} test workers take the {span - WORKER_PORTS} ports above DB_PORT + "
+                                f"{WORKER_PORTS - 1}: with DB_PORT={base} they pass 32767. Set DB_PORT to at most "
+                                f"{32768 - span}, or fewer TEST_WORKERS")
 
 
 def pytest_sessionstart(session):

@@ -1,9 +1,13 @@
 """config.py: settings from the environment, with clear errors for bad ones."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 import config
 import localdb
-from conftest import free_port, run_python
+from conftest import ROOT, free_port, run_python
 
 SHOW = "import config; print(config.DB_SCHM, config.DB_USER, config.DB_HOST, config.DB_PORT, config.LOCAL_SERVER)"
 
@@ -101,3 +105,13 @@ def test_a_wait_for_killed_connections_can_ask_over_sqls_own(connect):
     listed = [row[0] for row in cursor.fetchall()]
     assert victim.thread_id() not in listed and sql_side.thread_id() in listed  # asked over it, left open
     config.forget_sql_connections()
+
+
+def test_make_test_refuses_workers_whose_ports_would_pass_32767():
+    # each worker has the 500 ports above its own DB_PORT: 12 of them past DB_PORT=26268 would reach
+    # the kernel's range for outgoing connections, where a port can be taken at any moment
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COURSE_SERVER"))}
+    refused = subprocess.run([sys.executable, "-m", "pytest", "-n", "12", "tests/test_rule.py"], cwd=ROOT,
+                             env={**environment, "DB_PORT": "26269"}, capture_output=True, text=True)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "with DB_PORT=26269 they pass 32767. Set DB_PORT to at most 26268, or fewer TEST_WORKERS" in refused.stderr
