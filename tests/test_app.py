@@ -82,7 +82,7 @@ def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thre
 
     from conftest import ROOT
 
-    port = config.DB_PORT + 5  # the worker's own range: its server, its pair on +1..+3
+    port = config.DB_PORT + 8  # the worker's own range: its server, its pair on +1..+3, its Galera on +4..+7
     served = subprocess.Popen(["make", "-s", "app", "STRATEGY=seed", f"APP_PORT={port}", f"APP_THREADS={threads}"],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

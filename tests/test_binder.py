@@ -12,7 +12,7 @@ import pytest
 import config
 from conftest import ROOT
 
-PORT = config.DB_PORT + 7  # a server of these tests' own, in a folder of their own
+PORT = config.DB_PORT + 9  # a server of these tests' own, in a folder of their own (past the clusters' +1..+7)
 
 
 @pytest.fixture
