@@ -198,9 +198,12 @@ class _Relay:
         time.sleep(max(0.0, self._unreachable_until - time.monotonic()))
 
     def wait_until_passed_on(self, timeout=10):
-        """Return once the relay holds nothing the server sent: its hang-up after a ``KILL`` or an
-        expired ``wait_timeout`` has reached the client, as it does at once without a relay. (On a
-        busy machine the relay's threads can be kept from it for a tenth of a second and more.)"""
+        """Return once the server's hang-up after a ``KILL`` or an expired ``wait_timeout`` has
+        reached the client, as it does at once without a relay (on a busy machine the relay's threads
+        can be kept from it for a tenth of a second and more): no link has anything of the server's
+        still waiting to be read. It is for a moment with no request in flight: a client that has
+        stopped reading an answer keeps its bytes waiting, and ends this in ``TimeoutError``; and the
+        relay's own cuts (``cut_next_reply``, ``cut_next_statement``) are not waited for."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -531,8 +534,9 @@ class _Delayed:
 
 
 def _still_in_the_relay(link):
-    """Something the server sent on ``link``, bytes or its hang-up, has not yet reached the client
-    (a link dropped silently keeps it from the client on purpose)."""
+    """The server's end of ``link`` has something unread, bytes or its hang-up, or the relay has
+    closed it and not yet the client's end (a link dropped silently keeps it from the client on
+    purpose: never)."""
     if link.silenced or link.client.fileno() == -1:
         return False
     if link.server.fileno() == -1:

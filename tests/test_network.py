@@ -1,6 +1,7 @@
 """When the network, not the server, drops the connection: silent drops, forgotten idle
 connections, the client's timeouts, a connection's lifetime and a server far away; through the
 course's relay, on the real server."""
+import select
 import time
 
 import MySQLdb
@@ -160,17 +161,17 @@ def test_the_relay_puts_the_server_that_far_away(server_up, rtt_ms):
 def test_the_relay_says_when_the_servers_hang_up_has_reached_the_client(server_up, hang_up):
     # a fixed 50 ms for the hang-up to come through was overrun under make test's load (a request
     # then met the dead connection); here the relay, 0.6 s away, holds it 0.3 s on the way
-    import select
-
     with faults.LinkCutter(rtt_ms=600) as far:
         connection = MySQLdb.connect(**{**config.connect_kwargs(), "port": far.port})
-        if hang_up == "kill":
-            faults.kill(connection.thread_id())
-        else:
-            connection.cursor().execute("SET SESSION wait_timeout = 1")
-        faults.wait_until_closed([connection.thread_id()])  # gone on the server
-        started = time.monotonic()
-        far.wait_until_passed_on()
-        assert select.select([connection.fileno()], [], [], 0)[0]  # the hang-up is at the client
-        assert time.monotonic() - started < 1.5  # as soon as it came, not at the 10 s timeout
-        connection.close()
+        try:
+            if hang_up == "kill":
+                faults.kill(connection.thread_id())
+            else:
+                connection.cursor().execute("SET SESSION wait_timeout = 1")
+            faults.wait_until_closed([connection.thread_id()])  # gone on the server
+            started = time.monotonic()
+            far.wait_until_passed_on()
+            assert select.select([connection.fileno()], [], [], 0)[0]  # the hang-up is at the client
+            assert time.monotonic() - started < 1.5  # as soon as it came, not at the 10 s timeout
+        finally:
+            connection.close()
