@@ -45,6 +45,8 @@ says its replication. What a failover loses is counted like any other loss: an a
 missing from the new primary is lost. ``--cluster galera`` runs against chapter 08b's Galera
 cluster instead, with faults of its own (``bench/clusters.py``).
 
+``--strategies naive,ping`` runs only the rows named (every one by default).
+
 Without ``--cluster`` the run also has asyncio rows (``"asyncio"`` in ``--json``; ``--asyncio-only``
 for them alone): chapter 10's app on ``AsyncMySQLDatabase`` under uvicorn through the same schedule,
 the client's timeout on a slow read becoming a cancellation of its request (``bench/chaos_asgi.py``).
@@ -377,11 +379,11 @@ ROW_NAMES = NAMES + FRAMEWORKS + ASYNCIO_NAMES
 
 def strategy_names(text):
     """``--strategies``: names separated by commas, each one of the run's rows."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ROW_NAMES] or ([] if names else [text])
-    if unknown:
-        raise argparse.ArgumentTypeError(f"no row is called {unknown[0]!r}: name some of {', '.join(ROW_NAMES)}, "
-                                         "separated by commas")
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))  # each once
+    unknown = [name for name in names if name not in ROW_NAMES]
+    if unknown or not names:
+        said = f"no row is called {unknown[0]!r}" if unknown else "name at least one row"
+        raise argparse.ArgumentTypeError(f"{said}: name some of {', '.join(ROW_NAMES)}, separated by commas")
     return names
 
 
@@ -405,6 +407,11 @@ def main(argv=None):
     parser.add_argument("--self-check", action="store_true",
                         help="run deliberately wrong strategies; exit 1 unless the counts show what each did")
     args = parser.parse_args(argv)
+    if args.strategies and args.asyncio_only:
+        parser.error("--strategies or --asyncio-only, not both (--asyncio-only is --strategies "
+                     + ",".join(ASYNCIO_NAMES) + ")")
+    if args.cluster and (args.asyncio_only or set(args.strategies or []) & set(ASYNCIO_NAMES)):
+        parser.error("the asyncio rows run against the course's server, not --cluster: leave out one of them")
     if args.self_check:
         return 0 if self_check() else 1
     started = time.monotonic()

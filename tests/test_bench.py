@@ -126,10 +126,14 @@ def test_chaos_runs_every_row_unless_told_which(monkeypatch, capsys):
     assert chaos.main(["--json"]) == 0
     assert ran == chaos.NAMES + chaos.FRAMEWORKS + ["asyncio rows"]  # chapter 09's and 10's beside the course's
     ran.clear()
-    assert chaos.main(["--json", "--strategies", "ping, django_default"]) == 0 and ran == ["ping", "django_default"]
-    with pytest.raises(SystemExit) as exit_:
-        chaos.main(["--strategies", "ping,pong"])
-    assert exit_.value.code == 2 and "no row is called 'pong': name some of naive, " in capsys.readouterr().err
+    assert chaos.main(["--json", "--strategies", "ping, django_default,ping"]) == 0 and ran == ["ping", "django_default"]
+    refused = {"ping,pong": "no row is called 'pong': name some of naive, ", ",": "name at least one row",
+               "ping --asyncio-only": "--strategies or --asyncio-only, not both",
+               "asyncio_per_task --cluster": "the asyncio rows run against the course's server, not --cluster"}
+    for arguments, said in refused.items():
+        with pytest.raises(SystemExit) as exit_:
+            chaos.main(["--strategies", *arguments.split()])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
 
 
 REFERENCE_ROWS = ["peewee_pool", "sqlalchemy_pool", "sqlalchemy_pool_no_reset", "sqlalchemy_pre_ping"]
