@@ -20,7 +20,8 @@ import strategies as S
 from bench import chaos
 from bench.chaos_app import SCHEMA, ChaosApp
 
-# PyMySQL reports the implicit_commit request's CREATE TABLE IF NOT EXISTS as a Python warning: no news here
+# aiomysql turns the server's note on the implicit_commit request's CREATE TABLE IF NOT EXISTS into a Python
+# warning: no news here
 warnings.filterwarnings("ignore", message="Table 'chaos_scratch' already exists")
 
 NAME, = chaos.ASYNCIO_NAMES
