@@ -22,16 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # kernels from 300 + 10 N above: conftest.py). Set before config is imported, and inherited by the
 # notebooks' kernels and by `make` run from a test.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+WORKER_PORTS = 500
 if WORKER and "DB_HOST" not in os.environ:
     base = int(os.environ.get("DB_PORT", "13306"))  # config.LOCAL_PORT: config cannot be imported yet
-    os.environ["DB_PORT"] = str(base + 500 * (int(WORKER[2:]) + 1))  # WORKER_PORTS below
+    os.environ["DB_PORT"] = str(base + WORKER_PORTS * (int(WORKER[2:]) + 1))
     os.environ["COURSE_SERVER_DIR"] = str(ROOT / ".mysql" / "workers" / WORKER)
 
 import config
 import localdb
-
-
-WORKER_PORTS = 500
 
 
 def pytest_configure(config):
