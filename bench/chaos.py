@@ -30,7 +30,8 @@ out). Afterwards the table is compared with what each request was told:
 - unknown: requests answered "outcome unknown"; ``unknown_landed`` of them landed whole;
 - lost_but_landed: requests answered ``TransactionLost`` of which some row is in the table;
 - max_request_s: the longest any request took, against ``bound_s``, the strategy's own bound
-  (``Strategy.longest_wait()``, with the app's ``--read-timeout``) plus a second for the work.
+  (``Strategy.longest_wait()``, with the app's ``--read-timeout``) plus a second for the work
+  (the asyncio rows: the request's timeout plus that second, timed in the app, ``chaos_asgi`` says how).
 ``by_kind`` has the same counts for each kind of request, and how many of each a fault struck.
 A failed request is charged to the kind of the last fault before it; ``errors_by_kind`` counts
 the failures by what the app was told (the error's class), ``error_codes`` by class and code.

@@ -219,4 +219,9 @@ def running_lab(*make_args, seconds=90):
         yield found.group(0)
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
-        lab.wait(timeout=30)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # seen once under load: say what it printed, and stop it for good
+            os.killpg(lab.pid, signal.SIGKILL)
+            said = lab.communicate()[0][-2000:]
+            raise AssertionError(f"JupyterLab did not stop within 30 s of SIGTERM; the end of what it printed:\n{said}")

@@ -110,8 +110,9 @@ def test_after_the_proxys_idle_close_the_safe_reconnect_runs_a_write_once():
         strategy = S.SafeReconnect(S.database(S.SafeReconnectMySQLDatabase, port=proxy.port))
         insert = "INSERT INTO managed_idle (request_id) VALUES (%s)"
         assert measuring.attempt(strategy, lambda db: db.execute_sql(insert, (1,))).ok
+        idle_closes = proxy.closed["idle"]  # 1 where a busy machine stalled 0.3 s between connect and insert
         time.sleep(0.6)
-        assert proxy.closed["idle"] == 1
+        assert proxy.closed["idle"] == idle_closes + 1
         outcome = measuring.attempt(strategy, lambda db: db.execute_sql(insert, (2,)))
         strategy.close()
         assert outcome.ok and rows(2) == 1  # it saw the hang-up before sending: nothing was in doubt
