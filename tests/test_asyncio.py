@@ -35,9 +35,10 @@ def test_a_cancelled_statements_connection_is_never_handed_to_the_next_request(a
     """Even with a driver that leaves it open mid-answer (aiomysql without its guard, as asyncmy
     was), the app's rule closes it. Without either guard the next requests read the cancelled
     one's answer: the test can see what it checks."""
-    with cancel_guard_removed(), asgi_app.Uvicorn(asgi_app.AsyncApp(
-            asgi_app.database(pool_size=1), request_timeout=0.5, guard=app_guard)) as server:
+    app = asgi_app.AsyncApp(asgi_app.database(pool_size=1), request_timeout=5, guard=app_guard)
+    with cancel_guard_removed(), asgi_app.Uvicorn(app) as server:
         cancelled = body(server.get("/whoami"))["connection"]
+        app.request_timeout = 0.5  # after the pool's first connect, which a busy machine made take longer
         assert server.get("/sleep/0.6").startswith("504")  # its answer comes 0.1 s after the cancel
         answers = [server.get("/whoami") for _ in range(3)] + [server.get("/person/first")]
         if app_guard:
@@ -48,8 +49,10 @@ def test_a_cancelled_statements_connection_is_never_handed_to_the_next_request(a
 
 
 def test_aiomysql_itself_closes_a_connection_whose_read_was_cancelled():
-    with asgi_app.Uvicorn(asgi_app.AsyncApp(asgi_app.database(pool_size=1), request_timeout=0.3, guard=False)) as server:
+    app = asgi_app.AsyncApp(asgi_app.database(pool_size=1), request_timeout=5, guard=False)
+    with asgi_app.Uvicorn(app) as server:
         cancelled = body(server.get("/whoami"))["connection"]
+        app.request_timeout = 0.3  # after the pool's first connect
         assert server.get("/sleep/0.6").startswith("504")
         after = body(server.get("/whoami"))
         assert after["own_answer"] and after["connection"] != cancelled
@@ -89,8 +92,10 @@ def test_the_app_serves_every_request_after_each_kind_of_fault(server_up):
 def test_a_connect_cancelled_gives_its_pool_slot_and_socket_back():
     with faults.LinkCutter() as link:
         db = asgi_app.database(port=link.port, pool_size=2)
-        with asgi_app.Uvicorn(asgi_app.AsyncApp(db, request_timeout=0.3)) as server:
+        app = asgi_app.AsyncApp(db, request_timeout=5)  # the pool's first connect: a busy machine took over 0.3 s
+        with asgi_app.Uvicorn(app) as server:
             assert server.get("/whoami").startswith("200")
+            app.request_timeout = 0.3
             link.drop_silently(new_connections=True)
             answers = [server.get("/whoami") for _ in range(4)]  # the pooled one's query, then connects
             assert all(a.startswith("504") for a in answers)
