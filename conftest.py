@@ -24,6 +24,7 @@ from jupyter_client.connect import LocalPortCache
 os.environ["COURSE_SOLUTIONS"] = "run"
 WORKERS_HOME = Path(__file__).resolve().parent / ".mysql" / "workers"  # each make test worker's server: tests/conftest.py
 KERNEL_PORTS = 300  # ten ports from DB_PORT + 300 on: two kernels' worth, a worker's own
+LEFT_CONNECTIONS_WAIT_S = 10  # how long a file's connections may take to leave the worker's server
 
 
 class KernelPortsOfThisWorker(LocalPortCache):
@@ -60,7 +61,7 @@ def pytest_runtest_teardown(item, nextitem):
     """A file done, wait until no connection of the course's user is left on this worker's server:
     a query the server still runs for a client that gave up (a SELECT SLEEP past a read timeout)
     ends in its own time, and 00_setup's SHOW PROCESSLIST, next, counted it. A connection still
-    there after 10 s is a leak: it fails the file that left it, and is killed, so that the next
+    there after LEFT_CONNECTIONS_WAIT_S is a leak: it fails the file that left it, and is killed, so that the next
     file starts clean."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if nextitem is not None and nextitem.path == item.path:
@@ -72,7 +73,7 @@ def pytest_runtest_teardown(item, nextitem):
     import MySQLdb
     import config  # here: tests/conftest.py sets this worker's DB_PORT before config is read
     import localdb
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + LEFT_CONNECTIONS_WAIT_S
     while True:
         overdue = time.monotonic() > deadline
         try:
