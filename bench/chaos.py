@@ -372,7 +372,7 @@ def asyncio_rows(args):
     except ImportError as missing:
         print(f"no asyncio rows: {missing.name} is not installed (make setup-asyncio)", file=sys.stderr)
         return []
-    return chaos_asgi.run_all(args.requests, args.seed, args.fault_every, args.threads, args.rtt_ms)
+    return chaos_asgi.run_all(args.requests, args.seed, args.fault_every, args.threads, args.rtt_ms, args.read_timeout)
 
 
 ROW_NAMES = NAMES + FRAMEWORKS + ASYNCIO_NAMES

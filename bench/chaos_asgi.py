@@ -184,6 +184,7 @@ def strike_between(fault, server, chaos_app, link):
         link.wait_until_passed_on()
 
 
-def run_all(requests=2000, seed=1, fault_every=35, threads=chaos.THREADS, rtt_ms=0):
-    """The asyncio rows (one, for now) through the run's schedule."""
-    return [run(plan(requests, seed, fault_every), threads, REQUEST_TIMEOUT, rtt_ms)]
+def run_all(requests=2000, seed=1, fault_every=35, threads=chaos.THREADS, rtt_ms=0, request_timeout=REQUEST_TIMEOUT):
+    """The asyncio rows (one, for now) through the run's schedule; ``request_timeout``: ``chaos.py
+    --read-timeout``, as the sync rows' ``read_timeout``."""
+    return [run(plan(requests, seed, fault_every), threads, request_timeout, rtt_ms)]

@@ -173,5 +173,5 @@ def test_the_guides_schedules_add_up_and_agree_with_the_readmes_workshop_times()
                                                                    readme, re.M)}
     chapters = {path.name[:path.name.index('_')] for path in (ROOT / "notebooks").glob("*.ipynb")}
     assert taught == in_readme and set(taught) == chapters
-    make_test = re.compile(r"`make test`[^.]*?about (\d+) s on 2 cores")
+    make_test = re.compile(r"`make test`[^.]*?(\d+ to \d+) s on 2 cores")
     assert make_test.findall(guide) == make_test.findall(readme)[:1] != []
