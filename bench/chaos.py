@@ -65,6 +65,7 @@ from dataclasses import asdict, dataclass, field
 import app
 import config
 import faults
+import localdb
 import strategies as S
 from bench import clusters, frameworks, wrong
 from bench.chaos_app import CLEAN_UP, SCHEMA, ChaosApp
@@ -413,6 +414,10 @@ def main(argv=None):
                      + ",".join(ASYNCIO_NAMES) + ")")
     if args.cluster and (args.asyncio_only or set(args.strategies or []) & set(ASYNCIO_NAMES)):
         parser.error("the asyncio rows run against the course's server, not --cluster: leave out one of them")
+    try:
+        localdb.check_connection()  # one line saying what to fix, not a traceback per thread
+    except localdb.ServerError as error:
+        parser.exit(2, f"bench/chaos.py: {error}\n")
     if args.self_check:
         return 0 if self_check() else 1
     started = time.monotonic()

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
+import config
 import localdb
 from bench import chaos, frameworks, overhead, wrong
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 REQUESTS, SEED, EVERY, READ_TIMEOUT = 100, 3, 10, 1  # chapter 12's run: each kind of fault once
 
@@ -134,6 +135,12 @@ def test_chaos_runs_every_row_unless_told_which(monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_:
             chaos.main(["--strategies", *arguments.split()])
         assert exit_.value.code == 2 and said in capsys.readouterr().err
+    monkeypatch.setattr(config, "DB_PORT", free_port())  # no server there
+    with pytest.raises(SystemExit) as exit_:
+        chaos.main(["--json"])
+    said = capsys.readouterr().err
+    assert exit_.value.code == 2 and said.startswith("bench/chaos.py: no MySQL server answers at 127.0.0.1:"), said
+    assert said.count("\n") <= 3 and "Traceback" not in said
 
 
 REFERENCE_ROWS = ["peewee_pool", "sqlalchemy_pool", "sqlalchemy_pool_no_reset", "sqlalchemy_pre_ping"]
