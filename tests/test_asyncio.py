@@ -3,7 +3,6 @@ a cancelled statement's connection to the next request, serves every request aft
 fault, gives a cancelled connect's pool slot back, and stops starving other requests once it
 releases its connection across a slow call."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -157,7 +156,8 @@ def test_the_chaos_runs_asyncio_rows_lose_nothing_and_serve_after_each_fault():
     assert not {"kill_between", "expire", "restart"} & row["failed_by_fault"].keys(), (row["failed_by_fault"],
                                                                                        row["error_codes"])
     assert row["failed_by_fault"].get("silent_drop", 0) <= chaos.THREADS  # at most each pooled connection, once
-    assert row["bound_s"] == 2 + chaos.WORK_S and row["max_request_s"] <= row["bound_s"], {kind: counts["max_s"] for kind, counts in row["by_kind"].items()}
+    assert row["bound_s"] == 2 + chaos.WORK_S
+    assert row["max_request_s"] <= row["bound_s"], {kind: counts["max_s"] for kind, counts in row["by_kind"].items()}
 
 
 def test_a_kill_the_server_is_slow_to_wind_up_holds_no_request_past_its_bound(monkeypatch):
@@ -169,26 +169,6 @@ def test_a_kill_the_server_is_slow_to_wind_up_holds_no_request_past_its_bound(mo
     tally = chaos_asgi.run(chaos.plan(16, 1, 8, only=["kill_in_transaction"]))
     assert set(tally.faults_by_kind) == {"kill_in_transaction"} and tally.lost == tally.torn == 0
     assert tally.max_request_s <= tally.bound_s, tally.by_kind
-
-
-def test_a_request_is_timed_less_the_wait_for_a_core_and_not_less_a_sleep():
-    # the asyncio rows' times leave out what a starved machine cost the event loop, never what the loop did
-    started, before = time.monotonic(), chaos_asgi.waited_for_a_core()
-    time.sleep(0.3)  # a loop held by a blocking call: off the run queue, it counts in full
-    timed = time.monotonic() - started - (chaos_asgi.waited_for_a_core() - before)
-    assert timed >= 0.3 - 0.005  # what is left out is the wake-up's wait on a busy machine, not the sleep
-    busy = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        os.sched_setaffinity(0, {0})  # this thread, on the core the two busy loops share
-        before, until = chaos_asgi.waited_for_a_core(), time.monotonic() + 0.5
-        while time.monotonic() < until:
-            pass
-        assert chaos_asgi.waited_for_a_core() - before > 0.1  # about 2/3 of it, three on one core
-    finally:
-        os.sched_setaffinity(0, range(os.cpu_count()))
-        for process in busy:
-            process.kill()
-            process.wait()
 
 
 def test_the_asyncio_rows_see_a_connection_handed_on_mid_answer():
