@@ -10,6 +10,7 @@ closed the connection. Here the same two hooks come from the connection strategy
 A view that fails answers 500 with the error's class and message, the part of the seed's
 debugger page that matters. Every thread that serves requests has its own connection.
 """
+import contextlib
 import http.client
 import json
 import os
@@ -242,8 +243,7 @@ class Gunicorn:
     def stop(self):
         """Stop gracefully (SIGTERM, as at a deploy): workers finish their requests and exit."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            stop_group(self.process)
         self.process.stdout.close()
 
     def __enter__(self):
@@ -251,6 +251,18 @@ class Gunicorn:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_group(process, grace=30):
+    """SIGTERM ``process``'s process group (gunicorn's, or ``make app``'s), as at a deploy; whatever of
+    it still runs ``grace`` seconds on is killed: a worker waiting for an answer another worker took
+    on a connection they share waits out gunicorn's own 30 s of grace, or longer."""
+    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _free_port():

@@ -61,8 +61,8 @@ def pytest_runtest_teardown(item, nextitem):
     """A file done, wait until no connection of the course's user is left on this worker's server:
     a query the server still runs for a client that gave up (a SELECT SLEEP past a read timeout)
     ends in its own time, and 00_setup's SHOW PROCESSLIST, next, counted it. A connection still
-    there after LEFT_CONNECTIONS_WAIT_S is a leak: it fails the file that left it, and is killed, so that the next
-    file starts clean."""
+    there after LEFT_CONNECTIONS_WAIT_S is a leak: it fails the file that left it, and is killed,
+    so that the next file starts clean."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if nextitem is not None and nextitem.path == item.path:
         return

@@ -74,9 +74,6 @@ def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thre
     every request thread opens a connection of its own, and the seed's answers are right; with
     APP_THREADS=1 (sync workers, serving in the thread that inherited the master's connection) both
     workers use that one connection."""
-    import contextlib
-    import os
-    import signal
     import subprocess
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -97,14 +94,9 @@ def test_make_app_with_the_seed_shares_the_masters_connection_only_with_one_thre
             while len(answers) < 160 and len(answered_by(answers)) < 2 and all(a.startswith("200") for a in answers):
                 answers += pool.map(lambda _: app.get(url + "/whoami", timeout=5), range(16))
     finally:
-        os.killpg(served.pid, signal.SIGTERM)
-        # a worker left waiting for an answer the other took, on the shared connection, outlives
-        # gunicorn's stop by its 30 s of grace (make test's check found its connection 15 s on)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            served.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(served.pid, signal.SIGKILL)
-        served.wait(timeout=30)
+        # make exits at once; a worker left waiting for an answer the other took lived on (make
+        # test's check found its connection 15 s later)
+        app.stop_group(served, grace=5)
     whoami = [json.loads(answer.split(" ", 1)[1]) for answer in answers if answer.startswith("200")]
     connections = {a["connection"] for a in whoami}
     # (how often each worker answered is timing)
