@@ -183,7 +183,8 @@ class _Relay:
         self._links = {}  # the client's port, as the relay sees it -> its _Link
         self._closed = False
         self._unreachable_until = 0.0  # monotonic time; before it, the relay plays a stopped server
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def play_a_stopped_server(self, seconds):
         """For ``seconds``, do what this relay does in front of a stopped server: hang up every
@@ -215,7 +216,16 @@ class _Relay:
             time.sleep(0.005)
 
     def close(self):
-        """Stop relaying and hang up every connection, silenced ones included (their server sees it now)."""
+        """Stop relaying and hang up every connection, silenced ones included (their server sees it now).
+
+        The thread that accepts ends first. Left blocked in ``accept()``, it outlived the relay, and under
+        load it took connections meant for a later relay in the same process and hung them up at the
+        handshake (2013): the asyncio chaos run met one in about a third of its runs."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept(): it fails, and the thread ends
+        except OSError:
+            pass
+        self._acceptor.join(timeout=10)
         self.listener.close()
         with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
             self._closed = True
