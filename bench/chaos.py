@@ -34,7 +34,8 @@ out). Afterwards the table is compared with what each request was told:
   (the asyncio rows: the request's timeout plus that second, timed in the app, ``chaos_asgi`` says how).
 ``by_kind`` has the same counts for each kind of request, and how many of each a fault struck.
 A failed request is charged to the kind of the last fault before it; ``errors_by_kind`` counts
-the failures by what the app was told (the error's class), ``error_codes`` by class and code.
+the failures by what the app was told (the error's class), ``error_codes`` by class and code, and
+``error_codes_by_fault`` by class and code under the fault each is charged to.
 Every connection goes through the relay, ``--rtt-ms`` away.
 
 With ``--cluster`` (semi-synchronous; ``--cluster async`` for asynchronous) each strategy runs
@@ -123,6 +124,7 @@ class Tally:
     faults_by_kind: dict = field(default_factory=dict)
     errors_by_kind: dict = field(default_factory=dict)
     error_codes: dict = field(default_factory=dict)  # the same failures by class and code: "OperationalError 2013"
+    error_codes_by_fault: dict = field(default_factory=dict)  # fault -> error_codes of the failures charged to it
     by_kind: dict = field(default_factory=dict)  # kind of request -> COUNTS, and max_s
 
 
@@ -321,6 +323,8 @@ def tally_up(tally, steps, answers, rows, runs, last_fault, took):
             tally.errors_by_kind[told] = tally.errors_by_kind.get(told, 0) + 1
             code = " ".join(answer.split()[1:3])
             tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
+            after = tally.error_codes_by_fault.setdefault(cause, {})
+            after[code] = after.get(code, 0) + 1
 
 
 STRATEGIES = {**S.STRATEGIES, **wrong.STRATEGIES, **frameworks.STRATEGIES}

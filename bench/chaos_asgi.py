@@ -157,6 +157,7 @@ def strike_between(fault, server, chaos_app, link):
         link.drop_silently()
     elif fault == "restart":
         faults.restart_server()
+        link.wait_until_passed_on()  # the server's hang-ups, to the app, as after a kill
     elif fault == "kill_between":
         server.get("/pool/0")
         faults.kill_all(chaos_app.pooled)

@@ -45,6 +45,8 @@ def test_torn_is_judged_against_what_the_app_was_told():
     assert tally.by_kind["atomic"]["torn"] == 1  # one server transaction found in part is torn, whatever was said
     assert tally.by_kind["slow_read"]["duplicates"] == 1  # two copies on the server
     assert (tally.torn, tally.lost, tally.duplicates, tally.unknown) == (3, 1, 1, 2)
+    assert tally.error_codes_by_fault == {None: {"OutcomeUnknown 2006": 1, "TransactionLost 2006": 1,
+                                                 "OutcomeUnknown 2013": 1, "OperationalError 2013": 1}}
 
 
 def test_the_harness_sees_naive_fail(tallies):
