@@ -221,15 +221,12 @@ class _Relay:
         The thread that accepts ends first. Left blocked in ``accept()``, it outlived the relay, and under
         load it took connections meant for a later relay in the same process and hung them up at the
         handshake (2013): the asyncio chaos run met one in about a third of its runs."""
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept(): it fails, and the thread ends
-        except OSError:
-            pass
-        self._acceptor.join(timeout=10)
-        self.listener.close()
         with self._lock:  # a connection may be accepted meanwhile: it sees _closed, and hangs up itself
             self._closed = True
             links = list(self._links.values())
+        _wake(self.listener)
+        self._acceptor.join(timeout=10)
+        self.listener.close()
         for link in links:
             link.hang_up()
 
@@ -262,6 +259,9 @@ class _Relay:
                 client, (_, client_port) = self.listener.accept()
             except OSError:
                 return  # closed
+            if self._closed:  # close()'s own connection, to wake this thread up
+                _hang_up(client)
+                return
             if time.monotonic() < self._unreachable_until:
                 _hang_up(client)  # as in front of a stopped server
                 continue
@@ -572,6 +572,15 @@ def _local_port(connection):
     (``OSError`` or ``ValueError`` when the client has closed its socket already.)"""
     with socket.socket(fileno=os.dup(connection.fileno())) as sock:
         return sock.getsockname()[1]
+
+
+def _wake(listener):
+    """Connect to ``listener`` once: a thread blocked in its ``accept()`` returns (shutting a listener
+    down wakes it on Linux only)."""
+    try:
+        socket.create_connection(listener.getsockname()[:2], timeout=1).close()
+    except OSError:
+        pass  # nothing listens: nothing waits
 
 
 def _hang_up(sock):
